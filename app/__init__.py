@@ -1,0 +1,1 @@
+"""Torch-free serving of the CoLA ONNX bundle (FastAPI + onnxruntime + tokenizers)."""
