@@ -1,0 +1,135 @@
+"""Torch-free inference on a serving bundle: `tokenizers` + ONNX Runtime + numpy.
+
+The tokenizer runs without its own truncation and padding so that each input's full token count and
+unknown-token rate are known (monitoring compares them with the training data, which is counted the
+same way); the model still sees at most `max_length` tokens, truncated like `tokenizers` does it
+(keep the leading tokens, keep the trailing special token), and each batch is padded only to its
+longest row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from app.bundle import CONFIG, BundleError, verify_manifest
+
+THREADS_ENV = "COLA_ORT_THREADS"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one inference call returns: one row per input text."""
+
+    probs: np.ndarray  # (n, len(labels)) float32, softmax of the logits
+    tokens: list[int]  # token count incl. special tokens, before truncation
+    unk_rates: list[float]  # share of non-special tokens that are the unknown token
+
+
+class BundlePredictor:
+    def __init__(self, bundle_dir: str | Path, threads: int | None = None):
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest = verify_manifest(self.bundle_dir)
+        config = json.loads((self.bundle_dir / CONFIG).read_text())
+        try:
+            self.labels: list[str] = list(config["labels"])
+            self.max_length: int = int(config["max_length"])
+            model_file = config.get("model_file", "model.onnx")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{self.bundle_dir / CONFIG} lacks a valid {exc}: re-run `dvc repro export_onnx`") from exc
+        self.variant: str = str(config.get("variant", "unknown"))
+        self.version: str = str(self.manifest["version"])
+        self._load_tokenizer(self.bundle_dir / "tokenizer.json")
+        self._load_session(self.bundle_dir / model_file, threads)
+
+    def _load_tokenizer(self, path: Path) -> None:
+        self.tokenizer = Tokenizer.from_file(str(path))
+        padding = self.tokenizer.padding or {}
+        self.pad_id = int(padding.get("pad_id", 0))
+        self.pad_type_id = int(padding.get("pad_type_id", 0))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        unk_token = getattr(self.tokenizer.model, "unk_token", None)
+        self.unk_id = self.tokenizer.token_to_id(unk_token) if unk_token else None
+
+    def _load_session(self, path: Path, threads: int | None) -> None:
+        if threads is None:
+            threads = int(os.environ.get(THREADS_ENV, "1"))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0 = ONNX Runtime's default (one per core)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types for unreadable models
+            raise BundleError(f"{path} could not be loaded by ONNX Runtime ({exc}): re-run `dvc repro export_onnx`") from exc
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        if not set(self.input_names) <= {"input_ids", "attention_mask", "token_type_ids"}:
+            raise BundleError(
+                f"{path} expects inputs {self.input_names}; the predictor feeds input_ids, attention_mask "
+                f"and token_type_ids only: export the model with those inputs"
+            )
+
+    def _encode(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[int], list[float]]:
+        encodings = self.tokenizer.encode_batch(texts)
+        rows, tokens, unk_rates = [], [], []
+        for enc in encodings:
+            ids, type_ids, special = enc.ids, enc.type_ids, enc.special_tokens_mask
+            tokens.append(len(ids))
+            words = len(ids) - sum(special)
+            unks = sum(1 for i in ids if i == self.unk_id) if self.unk_id is not None else 0
+            unk_rates.append(unks / words if words else 0.0)
+            if len(ids) > self.max_length:
+                tail = _trailing_specials(special)
+                keep = self.max_length - tail
+                ids = ids[:keep] + ids[len(ids) - tail :]
+                type_ids = type_ids[:keep] + type_ids[len(type_ids) - tail :]
+            rows.append((ids, type_ids))
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        type_ids = np.full((len(rows), width), self.pad_type_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for r, (ids, types) in enumerate(rows):
+            input_ids[r, : len(ids)] = ids
+            type_ids[r, : len(ids)] = types
+            mask[r, : len(ids)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": type_ids}
+        return {name: feeds[name] for name in self.input_names}, tokens, unk_rates
+
+    def run(self, texts: list[str]) -> Batch:
+        """Tokenize and classify `texts` in one ONNX Runtime call."""
+        if not texts:
+            return Batch(np.zeros((0, len(self.labels)), dtype=np.float32), [], [])
+        feeds, tokens, unk_rates = self._encode(list(texts))
+        (logits,) = self.session.run(None, feeds)[:1]
+        return Batch(_softmax(logits.astype(np.float32)), tokens, unk_rates)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return self.run(texts).probs
+
+    def token_stats(self, texts: list[str]) -> tuple[list[int], list[float]]:
+        """(token counts, unknown-token rates) without running the model."""
+        if not texts:
+            return [], []
+        _, tokens, unk_rates = self._encode(list(texts))
+        return tokens, unk_rates
+
+
+def _trailing_specials(special_mask: list[int]) -> int:
+    n = 0
+    for flag in reversed(special_mask):
+        if not flag:
+            break
+        n += 1
+    return n
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
