@@ -58,3 +58,17 @@ def write_json(path: str | Path, data: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def compose_params(output: str | Path = PARAMS_FILE, overrides: list[str] | None = None) -> None:
+    """Compose conf/ into `output` exactly as `dvc exp run` does (DVC's own Hydra integration)."""
+    from dvc.utils.hydra import compose_and_dump
+
+    compose_and_dump(str(output), str(ROOT / "conf"), None, "config", "", list(overrides or []))
+
+
+if __name__ == "__main__":  # `make params`: python -m cola.config [override ...]
+    import sys
+
+    compose_params(overrides=sys.argv[1:])
+    print(f"wrote {PARAMS_FILE} from conf/ {' '.join(sys.argv[1:])}".rstrip())

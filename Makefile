@@ -1,0 +1,36 @@
+# Entry points. `make pipeline` and `make test` are the README's two fresh-machine commands.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+
+.PHONY: help setup setup-dev params pipeline repro test test-fast lint clean-reports
+
+help:
+	@echo "make pipeline   install the pipeline's requirements, then run the DVC pipeline (dvc repro)"
+	@echo "make test       install everything the tests need (apt + pip), then run the whole test suite"
+	@echo "make test-fast  run the tests that are not marked slow"
+	@echo "make params     recompose params.yaml from conf/ (after editing conf/ by hand)"
+	@echo "make lint       ruff"
+
+setup:
+	$(PIP) install -r requirements.txt
+
+setup-dev:
+	bash .ci/install.sh
+
+params:
+	$(PYTHON) -m cola.config
+
+pipeline: setup
+	dvc repro
+
+repro:
+	dvc repro
+
+test: setup-dev
+	$(PYTHON) -m pytest
+
+test-fast:
+	$(PYTHON) -m pytest -m "not slow"
+
+lint:
+	$(PYTHON) -m ruff check .

@@ -1,0 +1,50 @@
+"""evaluate: score the trained model on the test split (GLUE validation; GLUE's test has no labels).
+
+Outputs (all committed to git, so `dvc metrics diff main` works in PRs): reports/evaluate/metrics.json,
+plots (confusion matrix, ROC, precision-recall), predictions.csv and misclassified.csv for the test split.
+"""
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from cola.config import ROOT, load_params, write_json
+from cola.data import LABELS
+from cola.metrics import classification_metrics
+from cola.model import load_classifier, load_tokenizer, predict_proba
+
+OUT = ROOT / "reports" / "evaluate"
+
+
+def curve_points(x: np.ndarray, y: np.ndarray, names: tuple[str, str], max_points: int = 200) -> list[dict]:
+    """Thin a curve to at most `max_points` so the committed plot files stay small."""
+    keep = np.unique(np.linspace(0, len(x) - 1, min(len(x), max_points)).round().astype(int))
+    return [{names[0]: round(float(x[i]), 4), names[1]: round(float(y[i]), 4)} for i in keep]
+
+
+def main() -> None:
+    params = load_params()
+    test = pd.read_parquet(ROOT / "data" / "prepared" / "test.parquet")
+    model_dir = str(ROOT / "models" / "model")
+    probs = predict_proba(load_classifier(model_dir), load_tokenizer(model_dir), list(test["sentence"]),
+                          params.model.max_length, params.evaluate.batch_size)
+    labels = test["label"].to_numpy()
+    preds = probs.argmax(axis=1)
+
+    metrics = classification_metrics(labels, probs)
+    write_json(OUT / "metrics.json", metrics)
+    predictions = test.assign(pred=preds, prob_acceptable=probs[:, 1].round(6))
+    predictions.to_csv(OUT / "predictions.csv", index=False)
+    predictions[preds != labels].to_csv(OUT / "misclassified.csv", index=False)
+
+    fpr, tpr, _ = roc_curve(labels, probs[:, 1])
+    precision, recall, _ = precision_recall_curve(labels, probs[:, 1])
+    write_json(OUT / "plots" / "confusion.json",
+               [{"actual": LABELS[a], "predicted": LABELS[p]} for a, p in zip(labels, preds)])
+    write_json(OUT / "plots" / "roc.json", curve_points(fpr, tpr, ("fpr", "tpr")))
+    write_json(OUT / "plots" / "pr.json", curve_points(recall, precision, ("recall", "precision")))
+    print("evaluate: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "n"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""train: fine-tune the base model on the prepared splits with PyTorch Lightning.
+
+Outputs: models/model (best checkpoint on validation, `save_pretrained` + tokenizer), reports/train (DVCLive:
+per-epoch metrics, plots, validation confusion matrix and every misclassified validation example).
+"""
+
+import os
+import tempfile
+
+import lightning as L
+import pandas as pd
+import torch
+from dvclive.lightning import DVCLiveLogger
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from cola.config import ROOT, load_params
+from cola.data import LABELS
+from cola.model import AcceptabilityClassifier, load_tokenizer, make_loader, predict_proba
+
+PREPARED = ROOT / "data" / "prepared"
+MODEL_DIR = ROOT / "models" / "model"
+REPORT_DIR = ROOT / "reports" / "train"
+
+
+def make_wandb_logger(cfg, params):
+    """W&B online when the user supplied an API key, offline otherwise (runs sync later with `wandb sync`)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    mode = cfg.mode if cfg.mode != "auto" else ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    logger = WandbLogger(project=cfg.project, entity=cfg.entity, mode=mode, save_dir=str(ROOT),
+                         log_model=False)
+    logger.log_hyperparams(params)
+    return logger
+
+
+def log_validation_analysis(model, tokenizer, validation: pd.DataFrame, params, loggers) -> None:
+    """Confusion matrix with class names and *all* misclassified validation examples, to DVCLive and W&B."""
+    probs = predict_proba(model, tokenizer, list(validation["sentence"]), params.model.max_length,
+                          params.train.eval_batch_size)
+    preds = probs.argmax(axis=1)
+    actual = [LABELS[i] for i in validation["label"]]
+    predicted = [LABELS[i] for i in preds]
+    wrong = validation.assign(predicted=predicted, prob_acceptable=probs[:, 1].round(4))[preds != validation["label"]]
+    wrong = wrong.rename(columns={"label": "actual"}).assign(actual=lambda f: [LABELS[i] for i in f["actual"]])
+    for logger in loggers:
+        if isinstance(logger, DVCLiveLogger):
+            logger.experiment.log_sklearn_plot("confusion_matrix", actual, predicted,
+                                               name="confusion_matrix_validation.json")
+            wrong.to_csv(REPORT_DIR / "misclassified_validation.csv", index=False)
+        else:
+            import wandb
+
+            logger.experiment.log({
+                "val/confusion_matrix": wandb.plot.confusion_matrix(
+                    y_true=validation["label"].tolist(), preds=preds.tolist(), class_names=list(LABELS)),
+                "val/misclassified": wandb.Table(dataframe=wrong),
+            })
+
+
+def main() -> None:
+    params = load_params()
+    cfg = params.train
+    L.seed_everything(params.seed, workers=True)
+
+    tokenizer = load_tokenizer(params.model.pretrained)
+    splits = {name: pd.read_parquet(PREPARED / f"{name}.parquet") for name in ("train", "validation")}
+    train_loader = make_loader(splits["train"], tokenizer, params.model.max_length, cfg.batch_size,
+                               shuffle=True, num_workers=cfg.num_workers)
+    val_loader = make_loader(splits["validation"], tokenizer, params.model.max_length, cfg.eval_batch_size,
+                             num_workers=cfg.num_workers)
+
+    module = AcceptabilityClassifier(params.model.pretrained, params.model.lr, params.model.weight_decay,
+                                     params.model.warmup_ratio, params.model.num_labels)
+
+    loggers = [DVCLiveLogger(dir=str(REPORT_DIR), dvcyaml=False, save_dvc_exp=False)]
+    if cfg.wandb.enabled:
+        loggers.append(make_wandb_logger(cfg.wandb, params))
+
+    with tempfile.TemporaryDirectory() as checkpoint_dir:
+        checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.monitor,
+                                     mode=cfg.monitor_mode, save_top_k=1)
+        early_stopping = EarlyStopping(monitor=cfg.monitor, mode=cfg.monitor_mode,
+                                       patience=cfg.early_stopping_patience)
+        trainer = L.Trainer(
+            max_epochs=cfg.max_epochs,
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            strategy=cfg.strategy,
+            precision=cfg.precision,
+            deterministic=cfg.deterministic,
+            gradient_clip_val=cfg.gradient_clip_val,
+            accumulate_grad_batches=cfg.accumulate_grad_batches,
+            limit_train_batches=cfg.limit_train_batches,
+            limit_val_batches=cfg.limit_val_batches,
+            log_every_n_steps=cfg.log_every_n_steps,
+            enable_progress_bar=cfg.progress_bar,
+            callbacks=[checkpoint, early_stopping],
+            logger=loggers,
+            default_root_dir=checkpoint_dir,
+        )
+        trainer.fit(module, train_loader, val_loader)
+        if not trainer.is_global_zero:  # under DDP only rank 0 writes the model and reports
+            return
+        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+        module.load_state_dict(best["state_dict"])
+
+    module.model.save_pretrained(MODEL_DIR)
+    tokenizer.save_pretrained(MODEL_DIR)
+    live = loggers[0].experiment
+    live.summary["best_" + cfg.monitor.replace("/", "_")] = float(checkpoint.best_model_score)
+    live.make_summary()
+    log_validation_analysis(module.model, tokenizer, splits["validation"], params, loggers)
+    for logger in loggers[1:]:
+        logger.experiment.finish()
+    print(f"train: best {cfg.monitor} = {float(checkpoint.best_model_score):.4f}; model saved to {MODEL_DIR}")
+
+
+if __name__ == "__main__":
+    main()
