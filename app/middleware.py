@@ -1,0 +1,117 @@
+"""Pure ASGI middleware: a body size limit, and a request id + one log line + metrics per request."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+from app.telemetry import Metrics, log_event
+
+REQUEST_ID_HEADER = b"x-request-id"
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class BodyLimit:
+    """Reject bodies over `max_bytes` with a 413 before the app parses them.
+
+    The body is read here (it is small by policy) so the limit holds with or without Content-Length.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        chunks, size, more = [], 0, True
+        too_large = declared is not None and declared.isdigit() and int(declared) > self.max_bytes
+        while more and not too_large:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            too_large = size > self.max_bytes
+        if too_large:
+            return await _send_json(
+                send,
+                413,
+                {
+                    "error": "body_too_large",
+                    "message": f"the request body is over {self.max_bytes} bytes: send fewer or shorter sentences",
+                    "request_id": scope.get("state", {}).get("request_id"),
+                },
+            )
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+class RequestTelemetry:
+    """Give each request an id (X-Request-ID if the client sent a sane one), then count and log it."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        request_id = self._request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500  # if the app raises before answering
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", "unmatched")  # the template, never the raw path
+            self.metrics.requests.labels(route=route, method=scope["method"], status=str(status)).inc()
+            self.metrics.request_latency.labels(route=route).observe(seconds)
+            log_event(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                latency_ms=round(seconds * 1000, 3),
+                request_id=request_id,
+            )
+
+    @staticmethod
+    def _request_id(scope) -> str:
+        sent = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
+        if _SAFE_ID.fullmatch(sent):
+            return sent
+        lambda_context = scope.get("aws.context")  # set by Mangum
+        return getattr(lambda_context, "aws_request_id", None) or uuid.uuid4().hex

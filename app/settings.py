@@ -1,0 +1,46 @@
+"""Serving settings, read from environment variables (the container and Lambda images set them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Same relative layout in the repo and in the images: <root>/app and <root>/artifacts/bundle.
+DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "bundle"
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} must be an integer (default {default})") from None
+    if value < 0:
+        raise ValueError(f"environment variable {name}={raw!r} must not be negative")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    bundle_dir: Path = DEFAULT_BUNDLE_DIR
+    max_sentences: int = 64  # per request; a list is classified in one ONNX Runtime call
+    max_chars: int = 1000  # per sentence (CoLA's longest is under 250)
+    max_body_bytes: int = 256 * 1024
+    max_batch: int = 64  # micro-batching: most sentences merged into one ONNX Runtime call
+    ort_threads: int = 1
+    log_text: bool = False  # raw user text in prediction logs only when explicitly enabled
+    on_lambda: bool = False  # emit CloudWatch Embedded Metric Format records
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            bundle_dir=Path(os.environ.get("COLA_BUNDLE_DIR", DEFAULT_BUNDLE_DIR)),
+            max_sentences=max(1, _int("COLA_MAX_SENTENCES", cls.max_sentences)),
+            max_chars=max(1, _int("COLA_MAX_CHARS", cls.max_chars)),
+            max_body_bytes=_int("COLA_MAX_BODY_BYTES", cls.max_body_bytes),
+            max_batch=max(1, _int("COLA_MAX_BATCH", cls.max_batch)),
+            ort_threads=_int("COLA_ORT_THREADS", cls.ort_threads),
+            log_text=os.environ.get("COLA_LOG_TEXT", "0") == "1",
+            on_lambda=bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")),
+        )

@@ -1,0 +1,145 @@
+"""What the app tells the outside world: JSON log lines, Prometheus metrics, CloudWatch EMF records.
+
+The field names and metric names are a contract with the monitoring code (docs/serving.md lists them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import ProcessCollector
+
+LOGGER = logging.getLogger("cola.serving")
+EMF_NAMESPACE = "ColaClassifier"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: {"ts", "level", "event", ...}; also used for uvicorn's own messages."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None) or {
+            "event": "log",
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line = {"ts": _iso(record.created), "level": record.levelname.lower(), **fields}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+
+
+LOG_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": JsonFormatter}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+    "loggers": {
+        "cola": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "uvicorn": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},  # our request lines replace it
+    },
+}
+
+
+def setup_logging() -> None:
+    """Send the app's JSON lines to stdout unless a handler is already set (uvicorn's log_config sets one)."""
+    if not LOGGER.handlers and not logging.getLogger("cola").handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonFormatter())
+        LOGGER.addHandler(handler)
+        LOGGER.setLevel(logging.INFO)
+        LOGGER.propagate = False
+
+
+def log_event(event: str, level: int = logging.INFO, exc_info: bool = False, **fields) -> None:
+    LOGGER.log(level, event, extra={"fields": {"event": event, **fields}}, exc_info=exc_info)
+
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """The Prometheus metrics of one app instance (own registry, so tests can build many apps)."""
+
+    def __init__(self, version: str, variant: str):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, cpu seconds, open fds
+        self.requests = Counter("cola_requests_total", "HTTP requests", ["route", "method", "status"], registry=r)
+        self.request_latency = Histogram(
+            "cola_request_latency_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.inference_latency = Histogram(
+            "cola_inference_latency_seconds", "One ONNX Runtime call incl. tokenization", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram(
+            "cola_inference_batch_size", "Sentences per ONNX Runtime call", buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r
+        )
+        self.predictions = Counter("cola_predictions_total", "Predictions by label", ["label"], registry=r)
+        self.confidence = Histogram(
+            "cola_prediction_confidence",
+            "Probability of the predicted label",
+            buckets=(0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 1.0),
+            registry=r,
+        )
+        self.input_chars = Histogram(
+            "cola_input_chars", "Characters per sentence", buckets=(10, 20, 40, 60, 80, 100, 150, 200, 300, 500, 1000), registry=r
+        )
+        self.input_tokens = Histogram(
+            "cola_input_tokens",
+            "Tokens per sentence incl. special tokens, before truncation",
+            buckets=(4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256),
+            registry=r,
+        )
+        self.unk_rate = Histogram(
+            "cola_unk_rate", "Share of unknown tokens per sentence", buckets=(0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0), registry=r
+        )
+        info = Gauge("cola_model_info", "The served bundle", ["version", "variant"], registry=r)
+        info.labels(version=version, variant=variant).set(1)
+
+
+def emf_records(model_version: str, latency_ms: float, labels: list[str], confidences: list[float]) -> list[dict]:
+    """CloudWatch Embedded Metric Format records for one request, so Lambda gets metrics without a scraper."""
+    timestamp = int(time.time() * 1000)
+
+    def record(dimensions: list[str], metrics: list[tuple[str, str]], values: dict) -> dict:
+        return {
+            "_aws": {
+                "Timestamp": timestamp,
+                "CloudWatchMetrics": [
+                    {
+                        "Namespace": EMF_NAMESPACE,
+                        "Dimensions": [dimensions],
+                        "Metrics": [{"Name": name, "Unit": unit} for name, unit in metrics],
+                    }
+                ],
+            },
+            "ModelVersion": model_version,
+            **values,
+        }
+
+    records = [
+        record(
+            ["ModelVersion"],
+            [("Latency", "Milliseconds"), ("Confidence", "None")],
+            {"Latency": round(latency_ms, 3), "Confidence": [round(c, 4) for c in confidences]},
+        )
+    ]
+    for label in sorted(set(labels)):
+        records.append(record(["ModelVersion", "Label"], [("Predictions", "Count")], {"Label": label, "Predictions": labels.count(label)}))
+    return records
+
+
+def print_emf(records: list[dict]) -> None:
+    # On Lambda, stdout lines go to CloudWatch Logs, which extracts metrics from EMF records.
+    for rec in records:
+        print(json.dumps(rec, separators=(",", ":")), flush=True)
