@@ -1,0 +1,99 @@
+"""Prediction-log streams for the monitor's tests, built from the real CoLA files.
+
+`replay` is the test split (CoLA validation.tsv) run through the predictor; the shifted streams are copies
+that a person would call out of distribution: very long inputs, another language (German), shuffled word
+order, all capitals. Records carry the fields of the app's prediction log line (see docs/monitoring.md).
+
+Run as a script to write one JSON-lines log per stream for `python -m stages.monitor --logs ...`:
+    python -m tests.monitoring.streams artifacts/bundle /tmp/streams
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from app.predictor import BundlePredictor
+from cola.config import ROOT
+from stages.monitor import upper_ratio
+
+COLA_DIR = ROOT.parent / "shared" / "data" / "cola"
+GERMAN = Path(__file__).parent / "data" / "german_sentences.txt"
+STREAM_NAMES = ("replay", "long", "german", "shuffled", "capitals")
+
+
+def read_tsv(name: str) -> tuple[list[str], list[int]]:
+    with open(COLA_DIR / name, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [r["sentence"] for r in rows], [int(r["label"]) for r in rows]
+
+
+def shuffle_words(sentence: str, rng: np.random.Generator) -> str:
+    words = sentence.split()
+    for _ in range(10):  # a permutation that changes the order when there is more than one word
+        shuffled = list(rng.permutation(words))
+        if shuffled != words:
+            break
+    return " ".join(shuffled)
+
+
+def streams(seed: int = 0) -> dict[str, list[str]]:
+    rng = np.random.default_rng(seed)
+    test, _ = read_tsv("validation.tsv")
+    german = GERMAN.read_text(encoding="utf-8").splitlines()
+    return {
+        "replay": test,
+        "long": [" ".join(rng.choice(test, 8)) for _ in range(300)],  # ~8 sentences run together
+        "german": [german[i % len(german)] for i in range(300)],
+        "shuffled": [shuffle_words(s, rng) for s in test],
+        "capitals": [s.upper() for s in test],
+    }
+
+
+def prediction_records(predictor: BundlePredictor, texts: list[str], start: datetime | None = None,
+                       batch: int = 64) -> list[dict]:
+    """The app's prediction log records for `texts`, one second apart."""
+    start = start or datetime(2026, 1, 1, tzinfo=UTC)
+    records = []
+    for i in range(0, len(texts), batch):
+        chunk = texts[i:i + batch]
+        result = predictor.run(chunk)
+        for j, (text, probs, tokens, unk) in enumerate(zip(chunk, result.probs, result.tokens, result.unk_rates)):
+            best = int(np.argmax(probs))
+            records.append({
+                "ts": (start + timedelta(seconds=i + j)).isoformat(), "level": "INFO", "event": "prediction",
+                "request_id": uuid.uuid4().hex, "model_version": predictor.version,
+                "label": predictor.labels[best], "confidence": float(probs[best]),
+                "prob_acceptable": float(probs[predictor.labels.index("acceptable")]), "latency_ms": 0.0,
+                "chars": len(text), "tokens": tokens, "unk_rate": unk, "upper_ratio": upper_ratio(text),
+            })
+    return records
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def reference_stats(predictor: BundlePredictor) -> dict:
+    """data/reference/stats.json as prepare writes it, from the real CoLA training file (the fields the monitor
+    reads), for tests that run without the pipeline's outputs."""
+    texts, labels = read_tsv("train.tsv")
+    tokens, unk = predictor.token_stats(texts)
+    acceptable = float(np.mean(labels))
+    return {"n_rows": len(texts), "label_balance": {"acceptable": acceptable, "unacceptable": 1 - acceptable},
+            "char_length": {"values": [len(t) for t in texts]}, "token_length": {"values": tokens},
+            "unk_rate": {"mean": float(np.mean(unk)), "values": unk}}
+
+
+if __name__ == "__main__":
+    bundle, out = BundlePredictor(sys.argv[1]), Path(sys.argv[2])
+    for name, texts in streams().items():
+        print(write_jsonl(out / f"{name}.jsonl", prediction_records(bundle, texts)))
