@@ -1,0 +1,52 @@
+"""AWS Lambda entry point: `app.lambda_handler.handler`.
+
+The bundle is verified and loaded once per container, at init (module import), not per request.
+Mangum answers API Gateway REST (v1) proxy events, HTTP API (v2) events and Function URL events with
+the same FastAPI app as the container; a direct invocation `{"sentence": "..."}` (the original
+project's contract; `{"text": ...}` also works) goes through the same app, so it gets the same input
+policy, logs and metrics, and returns the /predict JSON body (or the error body with its status).
+"""
+
+from __future__ import annotations
+
+import json
+
+from mangum import Mangum
+
+from app.main import create_app
+from app.predictor import BundlePredictor
+from app.settings import Settings
+
+settings = Settings.from_env()
+predictor = BundlePredictor(settings.bundle_dir, threads=settings.ort_threads)
+asgi = Mangum(create_app(predictor, settings), lifespan="off")
+HTTP_KEYS = ("httpMethod", "requestContext", "routeKey", "rawPath")
+
+
+def _as_http_event(payload: dict) -> dict:
+    """A minimal Function URL (payload 2.0) event for a direct invocation."""
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": "/predict",
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json"},
+        "requestContext": {"http": {"method": "POST", "path": "/predict", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"}},
+        "body": json.dumps(payload),
+        "isBase64Encoded": False,
+    }
+
+
+def handler(event, context):
+    if isinstance(event, dict) and any(key in event for key in HTTP_KEYS):
+        return asgi(event, context)
+    if not isinstance(event, dict) or not ({"sentence", "text"} & event.keys()):
+        return {
+            "statusCode": 400,
+            "error": "invalid_event",
+            "message": 'expected an API Gateway / Function URL event or a direct invocation {"sentence": "..."}',
+        }
+    payload = {"text": event["sentence"] if "sentence" in event else event["text"]}
+    response = asgi(_as_http_event(payload), context)
+    body = json.loads(response["body"])
+    return body if response["statusCode"] == 200 else {"statusCode": response["statusCode"], **body}

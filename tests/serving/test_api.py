@@ -1,0 +1,185 @@
+"""The HTTP contract of the app, in-process (FastAPI TestClient on the real app and a real tiny bundle)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+PREDICTION_FIELDS = {
+    "ts", "level", "event", "request_id", "model_version", "label", "confidence", "prob_acceptable",
+    "latency_ms", "chars", "tokens", "unk_rate",
+}  # fmt: skip
+
+
+def metric(client, name: str) -> float:
+    """Sum of all samples of one Prometheus series name in /metrics."""
+    lines = client.get("/metrics").text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.split("{")[0].split(" ")[0] == name)
+
+
+def test_post_one_sentence(client, predictor):
+    response = client.post("/predict", json={"text": "The cat sat on the mat."})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_version"] == predictor.version
+    (prediction,) = body["predictions"]
+    assert prediction["label"] in ("acceptable", "unacceptable")
+    assert set(prediction["probabilities"]) == {"acceptable", "unacceptable"}
+    assert sum(prediction["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+    assert prediction["confidence"] == max(prediction["probabilities"].values())
+
+
+def test_post_list_is_one_model_call_in_order(client, predictor):
+    texts = ["The cat sat.", "Sat cat the.", "Colorless green ideas sleep furiously."]
+    calls_before = metric(client, "cola_inference_batch_size_count")
+    body = client.post("/predict", json={"text": texts}).json()
+    assert metric(client, "cola_inference_batch_size_count") == calls_before + 1
+    assert metric(client, "cola_inference_batch_size_sum") >= 3
+    expected = predictor.predict_proba(texts)
+    for prediction, probs in zip(body["predictions"], expected, strict=True):
+        assert prediction["probabilities"]["acceptable"] == pytest.approx(float(probs[1]), abs=1e-4)
+
+
+def test_get_predict_matches_post(client):
+    got = client.get("/predict", params={"text": "The cat sat on the mat."}).json()
+    posted = client.post("/predict", json={"text": "The cat sat on the mat."}).json()
+    assert got["predictions"][0]["label"] == posted["predictions"][0]["label"]
+    assert got["predictions"][0]["confidence"] == pytest.approx(posted["predictions"][0]["confidence"], abs=1e-5)
+
+
+def test_health_ready_page_docs(client, predictor):
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready", "model_version": predictor.version, "variant": predictor.variant}
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="sentences"' in page.text
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/predict", "/health", "/ready", "/metrics"} <= set(paths)
+
+
+# (body bytes, content type, status, error code)
+BAD_POSTS = [
+    (b'{"text": ""}', "application/json", 422, "empty_text"),
+    (b'{"text": "   \\n\\t"}', "application/json", 422, "empty_text"),
+    (b'{"text": ["fine", " "]}', "application/json", 422, "empty_text"),
+    (json.dumps({"text": "a" * 201}).encode(), "application/json", 422, "text_too_long"),
+    (json.dumps({"text": ["s"] * 9}).encode(), "application/json", 422, "too_many_sentences"),
+    (b'{"text": []}', "application/json", 422, "invalid_text"),
+    (b'{"text": 42}', "application/json", 422, "invalid_text"),
+    (b'{"text": ["ok", null]}', "application/json", 422, "invalid_text"),
+    (b'{"text": {"a": 1}}', "application/json", 422, "invalid_text"),
+    (b'{"text": "\\ud800"}', "application/json", 422, "invalid_text"),
+    (b'{"sentence": "hi"}', "application/json", 422, "invalid_body"),
+    (b'{"text": "hi", "extra": 1}', "application/json", 422, "invalid_body"),
+    (b'["hi"]', "application/json", 422, "invalid_body"),
+    (b'{"text": "hi"', "application/json", 400, "invalid_json"),
+    (b"", "application/json", 400, "invalid_json"),
+    (b"[" * 1500 + b"]" * 1500, "application/json", 400, "invalid_json"),
+    (b'{"text": "caf\xe9"}', "application/json", 400, "invalid_encoding"),
+    (b"text=hello", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+    (b'{"text": "hi"}', "text/plain", 415, "unsupported_media_type"),
+]
+
+
+@pytest.mark.parametrize("body,content_type,status,code", BAD_POSTS, ids=[f"{i}-{c[3]}" for i, c in enumerate(BAD_POSTS)])
+def test_bad_post_is_a_clear_4xx(client, body, content_type, status, code):
+    response = client.post("/predict", content=body, headers={"content-type": content_type})
+    assert response.status_code == status, response.text
+    error = response.json()
+    assert error["error"] == code
+    assert error["message"] and error["request_id"]
+
+
+@pytest.mark.parametrize(
+    "params,fragment",
+    [({}, "query.text"), ({"text": ""}, "query.text"), ({"text": "  "}, "query.text"), ({"text": "b" * 201}, "200")],
+)
+def test_bad_get_is_a_clear_422(client, params, fragment):
+    response = client.get("/predict", params=params)
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request" and fragment in response.json()["message"]
+
+
+def test_oversized_body_is_413_with_or_without_content_length(client):
+    big = json.dumps({"text": ["x" * 100] * 50}).encode()  # over the 4096-byte limit of the test settings
+    assert client.post("/predict", content=big, headers={"content-type": "application/json"}).status_code == 413
+
+    def chunks():  # no Content-Length: chunked transfer
+        yield big[:1000]
+        yield big[1000:]
+
+    response = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"] == "body_too_large"
+
+
+def test_missing_content_type_is_accepted_as_json(client):
+    assert client.post("/predict", content=b'{"text": "hi"}').status_code == 200
+
+
+def test_unknown_route_and_method_are_json(client):
+    assert client.get("/nope").json()["error"] == "not_found"
+    assert client.delete("/predict").json()["error"] == "method_not_allowed"
+
+
+def test_request_id_is_echoed_and_generated(client):
+    assert client.get("/health", headers={"x-request-id": "abc-123"}).headers["x-request-id"] == "abc-123"
+    generated = client.get("/health", headers={"x-request-id": "not ok!" * 20}).headers["x-request-id"]
+    assert generated != "abc-123" and len(generated) == 32
+
+
+def test_prediction_and_request_log_lines(client, log_lines, predictor):
+    client.post("/predict", json={"text": ["The cat sat.", "Qqzx vvb ☃"]}, headers={"x-request-id": "req-1"})
+    predictions = log_lines("prediction")
+    assert len(predictions) == 2
+    for line in predictions:
+        assert set(line) == PREDICTION_FIELDS  # and no raw text by default
+        assert line["request_id"] == "req-1" and line["model_version"] == predictor.version
+        assert line["level"] == "info" and line["ts"].endswith("Z")
+    assert predictions[0]["chars"] == len("The cat sat.")
+    assert predictions[0]["tokens"] == 6  # [CLS] the cat sat . [SEP]
+    assert predictions[1]["unk_rate"] > 0  # ☃ is not in the vocabulary
+    (request,) = [r for r in log_lines("request") if r["request_id"] == "req-1"]
+    assert {k: request[k] for k in ("method", "path", "status")} == {"method": "POST", "path": "/predict", "status": 200}
+    assert request["latency_ms"] > 0
+
+
+def test_raw_text_logged_only_when_enabled(predictor, settings, log_lines):
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(predictor, replace(settings, log_text=True))) as client:
+        client.post("/predict", json={"text": "Log me."})
+    assert log_lines("prediction")[0]["text"] == "Log me."
+
+
+def test_prometheus_metrics(client, predictor):
+    client.post("/predict", json={"text": ["One.", "Two."]})
+    client.post("/predict", json={"text": ""})
+    text = client.get("/metrics").text
+    assert f'cola_model_info{{variant="{predictor.variant}",version="{predictor.version}"}} 1.0' in text
+    assert 'cola_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
+    assert 'cola_requests_total{method="POST",route="/predict",status="422"} 1.0' in text
+    for name in (
+        "cola_request_latency_seconds_bucket", "cola_inference_latency_seconds_bucket", "cola_prediction_confidence_bucket",
+        "cola_input_chars_bucket", "cola_input_tokens_bucket", "cola_unk_rate_bucket", "process_resident_memory_bytes",
+    ):  # fmt: skip
+        assert name in text
+    assert metric(client, "cola_predictions_total") == 2
+    assert metric(client, "cola_input_chars_sum") == len("One.") + len("Two.")
+
+
+def test_internal_failure_is_a_logged_json_500(predictor, settings, log_lines, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    monkeypatch.setattr(predictor, "run", lambda texts: 1 / 0)  # simulate a broken model call
+    with TestClient(create_app(predictor, settings), raise_server_exceptions=False) as client:
+        response = client.post("/predict", json={"text": "hi"})
+    assert response.status_code == 500 and response.json()["error"] == "internal_error"
+    assert log_lines("error")[0]["request_id"] == response.json()["request_id"]

@@ -1,0 +1,56 @@
+"""BundlePredictor on a real bundle: probabilities, truncation, token statistics, manifest checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.bundle import BundleError
+from app.predictor import BundlePredictor
+
+
+def test_exposes_bundle_metadata(predictor, tiny_bundle):
+    assert predictor.labels == ["unacceptable", "acceptable"]
+    assert predictor.version.startswith(predictor.variant + "-")
+    assert predictor.max_length == 64
+
+
+def test_probabilities_are_a_distribution_and_batch_independent(predictor):
+    texts = ["The cat sat on the mat.", "Mat the on sat cat.", "Yes."]
+    probs = predictor.predict_proba(texts)
+    assert probs.shape == (3, 2) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+    one_by_one = np.vstack([predictor.predict_proba([t]) for t in texts])
+    np.testing.assert_allclose(probs, one_by_one, atol=2e-3)  # padding is masked (int8 kernels differ slightly)
+
+
+def test_long_input_is_truncated_but_counted(predictor):
+    long_text = "word " * 300
+    feeds, tokens, _ = predictor._encode([long_text, "short"])
+    assert tokens[0] == 302  # 300 words + [CLS] + [SEP], before truncation
+    assert feeds["input_ids"].shape == (2, predictor.max_length)
+    sep = predictor.tokenizer.token_to_id("[SEP]")
+    assert feeds["input_ids"][0, -1] == sep  # truncation keeps the closing special token
+    assert feeds["attention_mask"][1].sum() == 3
+    assert predictor.predict_proba([long_text]).shape == (1, 2)
+
+
+def test_unknown_token_rate(predictor):
+    tokens, unk_rates = predictor.token_stats(["plain english words", "☃ ☃ words"])
+    assert unk_rates[0] == 0
+    assert unk_rates[1] == pytest.approx(2 / 3)
+    assert tokens == [5, 5]
+
+
+def test_empty_list(predictor):
+    assert predictor.run([]).probs.shape == (0, 2)
+
+
+def test_thread_count_is_configurable(tiny_bundle):
+    predictor = BundlePredictor(tiny_bundle, threads=2)
+    assert predictor.session.get_session_options().intra_op_num_threads == 2
+
+
+def test_tampered_bundle_is_refused(tampered_bundle):
+    with pytest.raises(BundleError, match="tokenizer.json fails its sha256 check"):
+        BundlePredictor(tampered_bundle)
