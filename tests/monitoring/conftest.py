@@ -1,0 +1,62 @@
+"""Fixtures for the monitoring tests: reference inputs built from the real CoLA files, served bundles, ports."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from app.bundle import BundleError, verify_manifest
+from app.predictor import BundlePredictor
+from cola.config import ROOT
+from tests.monitoring import streams
+
+TRAINED_BUNDLE = ROOT / "artifacts" / "bundle"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def trained_bundle() -> Path:
+    """The pipeline's bundle (a fine-tuned model), for checks a random model cannot pass."""
+    try:
+        verify_manifest(TRAINED_BUNDLE)
+    except BundleError as exc:
+        pytest.skip(f"needs a trained bundle at {TRAINED_BUNDLE} (`dvc repro export_onnx`): {exc}")
+    return TRAINED_BUNDLE
+
+
+def write_reference(bundle_dir: Path, folder: Path) -> dict:
+    """stats.json from the real training file, a held-out split sampled from it (never the test split), and a
+    params file whose monitor section is conf/monitor/default.yaml pointed at them."""
+    predictor = BundlePredictor(bundle_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "stats.json").write_text(json.dumps(streams.reference_stats(predictor)))
+    texts, labels = streams.read_tsv("train.tsv")
+    pick = np.random.default_rng(42).choice(len(texts), 855, replace=False)
+    pd.DataFrame({"sentence": [texts[i] for i in pick], "label": [labels[i] for i in pick]}).to_parquet(
+        folder / "validation.parquet")
+    monitor = yaml.safe_load((ROOT / "conf" / "monitor" / "default.yaml").read_text())
+    monitor.update(reference_stats=str(folder / "stats.json"), held_out=str(folder / "validation.parquet"),
+                   bundle_dir=str(bundle_dir), out_dir=str(folder / "out"))
+    (folder / "params.yaml").write_text(yaml.safe_dump({"monitor": monitor}))
+    return {"predictor": predictor, "params": folder / "params.yaml", "out": folder / "out", "folder": folder}
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_bundle, tmp_path_factory) -> dict:
+    return write_reference(tiny_bundle, tmp_path_factory.mktemp("tiny_reference"))
+
+
+@pytest.fixture(scope="session")
+def trained_reference(trained_bundle, tmp_path_factory) -> dict:
+    return write_reference(trained_bundle, tmp_path_factory.mktemp("trained_reference"))
