@@ -1,0 +1,135 @@
+"""Pipeline tier: the real DVC CLI on a real git repo (a copy of this project) with the smoke config.
+
+Checks what a user relies on: every stage runs and writes its outputs, a second `dvc repro` skips everything,
+a param read only by `evaluate` reruns only `evaluate`, and `dvc exp run -S model.lr=...` makes an experiment.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from cola.config import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+PROJECT = ["cola", "stages", "app", "conf", "dvc.yaml", ".dvc/config", ".dvc/.gitignore", ".gitignore",
+           "pyproject.toml"]
+# Smoke settings, written into the copy's conf/config.yaml so `dvc exp run` (which recomposes) keeps them.
+SMOKE_DEFAULTS = {"train: default": "train: smoke"}
+SMOKE_VALUES = {"data": {"max_train_rows": 240, "max_test_rows": 48}}
+
+
+def run(repo, *args, check=True):
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(repo)}
+    result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=1200)
+    output = result.stdout + result.stderr
+    if check:
+        assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{output[-4000:]}"
+    return output
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([\w@-]+)'", output))
+
+
+def default_stages(repo) -> set[str]:
+    """Stages `dvc repro` runs: frozen ones (e.g. monitor, run on demand) are outside the default path."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    return {name for name, stage in stages.items() if not stage.get("frozen")}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, cola_dir):
+    repo = tmp_path_factory.mktemp("pipeline")
+    for name in PROJECT:
+        source, target = ROOT / name, repo / name
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target)
+    config = (repo / "conf" / "config.yaml").read_text()
+    for old, new in SMOKE_DEFAULTS.items():
+        assert old in config, f"conf/config.yaml no longer has {old!r}; update SMOKE_DEFAULTS"
+        config = config.replace(old, new)
+    values = {**SMOKE_VALUES, "data": {**SMOKE_VALUES["data"], "local_dir": str(cola_dir)}}
+    (repo / "conf" / "config.yaml").write_text(config + "\n" + yaml.safe_dump(values))
+    run(repo, sys.executable, "-m", "cola.config")  # compose params.yaml inside the copy
+    run(repo, "git", "init", "-q", "-b", "main")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def first_repro(repo):
+    return run(repo, "dvc", "repro")
+
+
+def test_first_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
+    assert ran_stages(first_repro) == default_stages(repo)
+    for path in ["data/prepared/train.parquet", "data/prepared/validation.parquet", "data/prepared/test.parquet",
+                 "data/prepared/source.json", "data/reference/stats.json", "models/model/config.json",
+                 "models/model/model.safetensors", "reports/train/metrics.json",
+                 "reports/train/misclassified_validation.csv", "reports/evaluate/metrics.json",
+                 "reports/evaluate/plots/confusion.json", "reports/evaluate/misclassified.csv", "dvc.lock"]:
+        assert (repo / path).is_file(), f"{path} was not written"
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert set(lock) == default_stages(repo)
+    source = json.loads((repo / "data/prepared/source.json").read_text())
+    assert source["source"] == "local" and len(source["files"]["train.tsv"]) == 64
+    assert source["rows"]["test"] == 48
+
+
+def test_metrics_and_plots_commands_work(repo, first_repro):
+    metrics = json.loads(run(repo, "dvc", "metrics", "show", "--json"))
+    text = json.dumps(metrics)
+    assert "reports/evaluate/metrics.json" in text and '"mcc"' in text
+    run(repo, "dvc", "plots", "show", "-o", "plots_html")
+    html = (repo / "plots_html" / "index.html").read_text()
+    assert "Confusion matrix (test)" in html and "Training curves" in html
+
+
+def test_second_repro_skips_everything(repo, first_repro):
+    output = run(repo, "dvc", "repro")
+    assert ran_stages(output) == set()
+    assert "Data and pipelines are up to date" in run(repo, "dvc", "status")
+
+
+def test_param_read_only_by_evaluate_reruns_only_evaluate(repo, first_repro):
+    conf = repo / "conf" / "evaluate" / "default.yaml"
+    evaluate = yaml.safe_load(conf.read_text())
+    conf.write_text(yaml.safe_dump({**evaluate, "batch_size": evaluate["batch_size"] // 2}))
+    run(repo, sys.executable, "-m", "cola.config")
+    assert ran_stages(run(repo, "dvc", "repro")) == {"evaluate"}
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "evaluate batch size")
+
+
+def _lrs(node) -> list:
+    """Every model.lr found in `dvc exp show --json` output, whatever its nesting."""
+    if isinstance(node, dict):
+        found = []
+        if "params.yaml" in node and isinstance(node["params.yaml"], dict):
+            lr = node["params.yaml"].get("data", {}).get("model", {}).get("lr")
+            found.append(lr)
+        for value in node.values():
+            found += _lrs(value)
+        return found
+    if isinstance(node, list):
+        return [lr for item in node for lr in _lrs(item)]
+    return []
+
+
+def test_exp_run_set_param_makes_a_visible_experiment(repo, first_repro):
+    output = run(repo, "dvc", "exp", "run", "-S", "model.lr=0.0001")
+    assert "train" in ran_stages(output)
+    lrs = _lrs(json.loads(run(repo, "dvc", "exp", "show", "--json")))
+    assert 0.0001 in lrs, f"experiment with model.lr=1e-4 not in dvc exp show: {lrs}"
+    assert any(lr != 0.0001 for lr in lrs)  # the baseline keeps its own lr
