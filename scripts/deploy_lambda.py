@@ -52,9 +52,8 @@ def ensure_repository(ecr, name: str) -> str:
     except ClientError as exc:
         if _error_code(exc) != "RepositoryNotFoundException":
             raise
-        repo = ecr.create_repository(
-            repositoryName=name, imageScanningConfiguration={"scanOnPush": True}
-        )["repository"]
+        created = ecr.create_repository(repositoryName=name, imageScanningConfiguration={"scanOnPush": True})
+        repo = created["repository"]
         log.info("ECR repository %s created", name)
     return repo["repositoryUri"]
 
@@ -62,7 +61,7 @@ def ensure_repository(ecr, name: str) -> str:
 def image_uri_by_digest(ecr, repository: str, tag: str) -> str:
     """`<repo uri>@sha256:...` for a pushed tag: Lambda then runs exactly that image, whatever the tag does later."""
     try:
-        image = ecr.describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])["imageDetails"][0]
+        images = ecr.describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])["imageDetails"]
     except ClientError as exc:
         if _error_code(exc) not in ("ImageNotFoundException", "RepositoryNotFoundException"):
             raise
@@ -71,13 +70,15 @@ def image_uri_by_digest(ecr, repository: str, tag: str) -> str:
             f"with that tag first (the deploy workflow does this before calling the script)"
         ) from exc
     uri = ecr.describe_repositories(repositoryNames=[repository])["repositories"][0]["repositoryUri"]
-    return f"{uri}@{image['imageDigest']}"
+    return f"{uri}@{images[0]['imageDigest']}"
 
 
 # --- Lambda ----------------------------------------------------------------------------------------------
 
 
-def ensure_function(lam, name: str, image_uri: str, role_arn: str, memory: int, timeout: int, env: dict) -> dict:
+def ensure_function(
+    lam, name: str, image_uri: str, role_arn: str, memory: int, timeout: int, env: dict
+) -> dict:
     """Create the function from the image, or update its code and configuration; wait until it is ready."""
     wanted = {"Role": role_arn, "MemorySize": memory, "Timeout": timeout, "Environment": {"Variables": env}}
     try:
@@ -162,7 +163,9 @@ def ensure_http_api(apigw, lam, api_name: str, function: str, alias: str, alias_
     api_id = api["ApiId"]
 
     integration = _find(
-        _all_pages(apigw.get_integrations, ApiId=api_id), "Items", lambda i: i.get("IntegrationUri") == alias_arn
+        _all_pages(apigw.get_integrations, ApiId=api_id),
+        "Items",
+        lambda i: i.get("IntegrationUri") == alias_arn,
     )
     if integration is None:
         integration = apigw.create_integration(
@@ -225,12 +228,16 @@ def _request(url: str, body: dict | None, timeout: float) -> tuple[int, str]:
         return 0, str(exc)
 
 
+def _names_a_label(text: str) -> bool:
+    return any(label in text for label in LABELS)
+
+
 def smoke_test(base_url: str, attempts: int, delay: float, timeout: float = 30.0) -> None:
     """GET /ready then POST /predict with one sentence; a cold start gets `attempts` tries `delay` s apart."""
     base_url = base_url.rstrip("/")
     checks = [
         ("GET /ready", f"{base_url}/ready", None, lambda text: True),
-        ("POST /predict", f"{base_url}/predict", {"text": SMOKE_SENTENCE}, lambda text: any(l in text for l in LABELS)),
+        ("POST /predict", f"{base_url}/predict", {"text": SMOKE_SENTENCE}, _names_a_label),
     ]
     for name, url, body, looks_right in checks:
         for attempt in range(1, attempts + 1):
@@ -240,7 +247,9 @@ def smoke_test(base_url: str, attempts: int, delay: float, timeout: float = 30.0
                 break
             log.warning("smoke %s attempt %d/%d: status %s %s", name, attempt, attempts, status, text[:200])
             if attempt == attempts:
-                raise DeployError(f"smoke test {name} at {url} failed after {attempts} attempts: status {status} {text[:200]}")
+                raise DeployError(
+                    f"smoke test {name} at {url} failed after {attempts} attempts: status {status} {text[:200]}"
+                )
             time.sleep(delay)
 
 
@@ -262,7 +271,9 @@ def deploy(args: argparse.Namespace, session: boto3.session.Session) -> str:
     ensure_function(lam, args.function, image_uri, args.role_arn, args.memory, args.timeout, env)
     version = publish_version(lam, args.function, description=f"image {args.image_tag}")
     previous, alias_arn = point_alias(lam, args.function, args.alias, version)
-    endpoint = ensure_http_api(apigw, lam, args.api_name or args.function, args.function, args.alias, alias_arn)
+    endpoint = ensure_http_api(
+        apigw, lam, args.api_name or args.function, args.function, args.alias, alias_arn
+    )
     log.info("endpoint %s", endpoint)
     try:
         smoke_test(args.smoke_url or endpoint, args.smoke_attempts, args.smoke_delay)
@@ -303,7 +314,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s deploy: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s deploy: %(message)s", stream=sys.stderr
+    )
     args = parse_args(argv)
     session = boto3.session.Session(region_name=args.region)
     if not session.region_name:
@@ -318,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 1
     except (ClientError, BotoCoreError) as exc:
-        log.error("AWS call failed: %s (check the deploy role's permissions in deploy/iam/ and the region)", exc)
+        log.error(
+            "AWS call failed: %s (check the deploy role's permissions in deploy/iam/ and the region)", exc
+        )
         return 1
     return 0
 

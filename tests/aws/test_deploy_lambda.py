@@ -87,7 +87,9 @@ def render_policy(name: str) -> str:
 def execution_role(aws_env) -> str:
     """The function's execution role, created once by an administrator in a real account (docs/deploy.md)."""
     iam = boto3.client("iam")
-    arn = iam.create_role(RoleName=EXECUTION_ROLE, AssumeRolePolicyDocument=render_policy("lambda-execution-trust.json"))
+    arn = iam.create_role(
+        RoleName=EXECUTION_ROLE, AssumeRolePolicyDocument=render_policy("lambda-execution-trust.json")
+    )
     iam.attach_role_policy(
         RoleName=EXECUTION_ROLE, PolicyArn="arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
     )
@@ -96,18 +98,17 @@ def execution_role(aws_env) -> str:
 
 def push_image(tag: str) -> str:
     """Stand-in for `docker push`: moto's ECR accepts a manifest through PutImage; returns the image digest."""
-    layer = {
-        "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-        "size": 1,
-        "digest": "sha256:" + hashlib.sha256(tag.encode()).hexdigest(),  # moto derives the image digest from it
-    }
+    digest = "sha256:" + hashlib.sha256(tag.encode()).hexdigest()  # moto derives the image digest from layers
+    layer = {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 1, "digest": digest}
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
         "config": {**layer, "mediaType": "application/vnd.docker.container.image.v1+json"},
         "layers": [layer],
     }
-    image = boto3.client("ecr").put_image(repositoryName=REPOSITORY, imageManifest=json.dumps(manifest), imageTag=tag)
+    image = boto3.client("ecr").put_image(
+        repositoryName=REPOSITORY, imageManifest=json.dumps(manifest), imageTag=tag
+    )
     return image["image"]["imageId"]["imageDigest"]
 
 
@@ -130,14 +131,21 @@ def state() -> dict:
     policy = json.loads(lam.get_policy(FunctionName=FUNCTION, Qualifier="live")["Policy"])
     return {
         "image": lam.get_function(FunctionName=FUNCTION)["Code"]["ImageUri"],
-        "versions": sorted(v["Version"] for v in lam.list_versions_by_function(FunctionName=FUNCTION)["Versions"]),
+        "versions": sorted(
+            v["Version"] for v in lam.list_versions_by_function(FunctionName=FUNCTION)["Versions"]
+        ),
         "alias": lam.get_alias(FunctionName=FUNCTION, Name="live")["FunctionVersion"],
         "apis": [(a["Name"], a["ProtocolType"]) for a in apis],
         "endpoint": apis[0]["ApiEndpoint"],
-        "integrations": [(i["IntegrationType"], i["IntegrationUri"]) for i in apigw.get_integrations(ApiId=api_id)["Items"]],
+        "integrations": [
+            (i["IntegrationType"], i["IntegrationUri"]) for i in apigw.get_integrations(ApiId=api_id)["Items"]
+        ],
         "routes": [(r["RouteKey"], r["Target"]) for r in apigw.get_routes(ApiId=api_id)["Items"]],
         "stages": [(s["StageName"], s["AutoDeploy"]) for s in apigw.get_stages(ApiId=api_id)["Items"]],
-        "permissions": [(s["Principal"]["Service"], s["Condition"]["ArnLike"]["AWS:SourceArn"]) for s in policy["Statement"]],
+        "permissions": [
+            (s["Principal"]["Service"], s["Condition"]["ArnLike"]["AWS:SourceArn"])
+            for s in policy["Statement"]
+        ],
     }
 
 
@@ -161,7 +169,9 @@ def test_deploy_creates_everything_and_a_second_run_changes_nothing(execution_ro
         "integrations": [("AWS_PROXY", alias_arn)],
         "routes": [("$default", after_first["routes"][0][1])],
         "stages": [("$default", True)],
-        "permissions": [("apigateway.amazonaws.com", f"arn:aws:execute-api:{REGION}:123456789012:{api_id}/*/*")],
+        "permissions": [
+            ("apigateway.amazonaws.com", f"arn:aws:execute-api:{REGION}:123456789012:{api_id}/*/*")
+        ],
     }
     assert first.stdout.strip() == after_first["endpoint"]
     assert "smoke POST /predict: 200" in first.stderr
@@ -227,7 +237,9 @@ def test_deploy_role_policy_grants_exactly_what_the_script_calls(execution_role,
     def record(model, **_):
         service = model.service_model.signing_name
         # API Gateway authorises by HTTP verb (apigateway:GET ...), the other services by operation name.
-        calls.add(f"apigateway:{model.http['method']}" if service == "apigateway" else f"{service}:{model.name}")
+        calls.add(
+            f"apigateway:{model.http['method']}" if service == "apigateway" else f"{service}:{model.name}"
+        )
 
     real_session = boto3.session.Session
 
@@ -244,12 +256,17 @@ def test_deploy_role_policy_grants_exactly_what_the_script_calls(execution_role,
     apigw = boto3.client("apigatewayv2")
     api_id = apigw.get_apis()["Items"][0]["ApiId"]
     stray = apigw.create_integration(
-        ApiId=api_id, IntegrationType="HTTP_PROXY", IntegrationUri="https://example.com", IntegrationMethod="ANY"
+        ApiId=api_id,
+        IntegrationType="HTTP_PROXY",
+        IntegrationUri="https://example.com",
+        IntegrationMethod="ANY",
     )["IntegrationId"]
     route_id = apigw.get_routes(ApiId=api_id)["Items"][0]["RouteId"]
     apigw.update_route(ApiId=api_id, RouteId=route_id, Target=f"integrations/{stray}")
     push_image("commit-2")
-    assert deploy_lambda.main(deploy_args("commit-2", execution_role, app_server.url, "--memory", "3008")) == 0
+    assert (
+        deploy_lambda.main(deploy_args("commit-2", execution_role, app_server.url, "--memory", "3008")) == 0
+    )
     assert apigw.get_route(ApiId=api_id, RouteId=route_id)["Target"] != f"integrations/{stray}"
     assert boto3.client("lambda").get_function_configuration(FunctionName=FUNCTION)["MemorySize"] == 3008
     app_server.fail = "/predict"
@@ -257,7 +274,11 @@ def test_deploy_role_policy_grants_exactly_what_the_script_calls(execution_role,
     assert deploy_lambda.main(deploy_args("commit-3", execution_role, app_server.url)) == 1
 
     policy = json.loads(render_policy("deploy-role-policy.json"))
-    allowed = [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+    allowed = [
+        a
+        for s in policy["Statement"]
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    ]
     missing = sorted(c for c in calls if not any(fnmatch.fnmatchcase(c, a) for a in allowed))
     assert missing == [], f"deploy-role-policy.json lacks {missing}"
     # Least privilege: every deploy-side grant (not the image push or S3 ones) is used by the script.
@@ -272,7 +293,10 @@ def test_deploy_role_policy_grants_exactly_what_the_script_calls(execution_role,
 
 @pytest.mark.parametrize(
     ("policy", "trust"),
-    [("deploy-role-policy.json", "deploy-role-trust.json"), ("report-role-policy.json", "report-role-trust.json")],
+    [
+        ("deploy-role-policy.json", "deploy-role-trust.json"),
+        ("report-role-policy.json", "report-role-trust.json"),
+    ],
 )
 def test_iam_documents_are_accepted_by_iam(aws_env, policy, trust):
     """moto validates policy grammar, so a typo in deploy/iam/ fails here rather than in the AWS console."""

@@ -107,7 +107,9 @@ def test_project_config_declares_the_remotes():
     assert config[f"'remote \"{default}\"'"]["url"].startswith("~/")  # zero-setup: a local directory
     committed = (REPO_ROOT / ".dvc" / "config").read_text().lower()
     for secret in ("endpointurl", "access_key", "secret", "session_token", "profile"):
-        assert secret not in committed, f".dvc/config must not carry {secret}: it belongs in .dvc/config.local or env"
+        assert secret not in committed, (
+            f".dvc/config must not carry {secret}: it belongs in .dvc/config.local or env"
+        )
 
 
 def test_push_wipe_pull_through_s3_is_byte_identical(pipeline_repo, aws_env):
