@@ -49,7 +49,7 @@ def histogram_svg(feature: str, hist: dict) -> str:
     left, right, bottom = PAD, WIDTH - 8, HEIGHT - PAD
     slot = (right - left) / len(ref)
     parts = []
-    for i, (r, c) in enumerate(zip(ref, live)):
+    for i, (r, c) in enumerate(zip(ref, live, strict=True)):
         for offset, share, colour, side in ((0.1, r, REFERENCE_COLOUR, "reference"), (0.5, c, LIVE_COLOUR, "live")):
             h = _scale(share, 0, y_max, 0, bottom - 8)
             parts.append(f'<rect class="bar {side}" x="{left + slot * (i + offset):.1f}" y="{bottom - h:.1f}" '
@@ -72,9 +72,9 @@ def timeline_svg(points: list[dict], reference_share: float, training_share: flo
             parts.append(f'<line class="reference-level" x1="{left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" '
                          f'stroke="{colour}" stroke-dasharray="5,4"><title>{name}: {share:.1%}</title></line>')
     parts.append(f'<polyline class="live-line" fill="none" stroke="{LIVE_COLOUR}" stroke-width="2" points="'
-                 + " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys)) + '"/>')
+                 + " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True)) + '"/>')
     parts += [f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{LIVE_COLOUR}"><title>{p["start"]}: '
-              f'{p["acceptable_share"]:.1%} of {p["n"]}</title></circle>' for x, y, p in zip(xs, ys, points)]
+              f'{p["acceptable_share"]:.1%} of {p["n"]}</title></circle>' for x, y, p in zip(xs, ys, points, strict=True)]
     return _svg("label_ratio", parts)
 
 

@@ -64,7 +64,7 @@ def prediction_records(predictor: BundlePredictor, texts: list[str], start: date
     for i in range(0, len(texts), batch):
         chunk = texts[i:i + batch]
         result = predictor.run(chunk)
-        for j, (text, probs, tokens, unk) in enumerate(zip(chunk, result.probs, result.tokens, result.unk_rates)):
+        for j, (text, probs, tokens, unk) in enumerate(zip(chunk, result.probs, result.tokens, result.unk_rates, strict=True)):
             best = int(np.argmax(probs))
             records.append({
                 "ts": (start + timedelta(seconds=i + j)).isoformat(), "level": "INFO", "event": "prediction",

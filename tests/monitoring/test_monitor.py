@@ -58,7 +58,7 @@ def test_with_the_trained_model_replay_is_quiet_and_shuffled_word_order_alarms(t
 
 def test_capitals_are_visible_from_logged_text_when_upper_ratio_is_absent(tiny_reference, tmp_path):
     records = streams.prediction_records(tiny_reference["predictor"], STREAMS["capitals"][:200])
-    for record, text in zip(records, STREAMS["capitals"]):
+    for record, text in zip(records, STREAMS["capitals"][:200], strict=True):
         del record["upper_ratio"]
         record["text"] = text  # logged only with COLA_LOG_TEXT=1
     assert run(tiny_reference, records, tmp_path) == 1
