@@ -23,6 +23,7 @@ TEST_DATA = ROOT / "data" / "prepared" / "test.parquet"
 ONNX_DIR = ROOT / "artifacts" / "onnx"
 BUNDLE_DIR = ROOT / "artifacts" / "bundle"
 METRICS = ROOT / "reports" / "export" / "metrics.json"
+BUNDLE_PARAMS = ("seed", "data", "model", "train", "export")  # what made the bundle; all are stage params in dvc.yaml
 
 
 def check_bundle(bundle_dir: Path, sentences: list[str], expected_logits: np.ndarray, batch_size: int) -> float:
@@ -42,8 +43,8 @@ def check_bundle(bundle_dir: Path, sentences: list[str], expected_logits: np.nda
 
 
 def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path = ONNX_DIR,
-        bundle_dir: Path = BUNDLE_DIR, metrics_path: Path = METRICS) -> dict:
-    params = load_params()
+        bundle_dir: Path = BUNDLE_DIR, metrics_path: Path = METRICS, params: dict | None = None) -> dict:
+    params = params or load_params()
     cfg, max_length = params.export, params.model.max_length
     if cfg.served_variant not in ox.VARIANTS:
         raise ox.ExportError(f"export.served_variant={cfg.served_variant!r} in params.yaml: choose one of {ox.VARIANTS}")
@@ -63,7 +64,7 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
 
     manifest = ox.write_bundle(
         bundle_dir, paths[served], ox.bundle_tokenizer(model_dir, max_length), ox.model_labels(model_dir),
-        max_length, served, params=dict(params), metrics={"test": report[served], "pytorch_test": report["pytorch"]},
+        max_length, served, params={k: params[k] for k in BUNDLE_PARAMS}, metrics={"test": report[served], "pytorch_test": report["pytorch"]},
     )
     bundle_diff = check_bundle(bundle_dir, sentences, logits[served], cfg.batch_size)
     metrics = {
