@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from app.batcher import MicroBatcher
 from app.inputs import InputError, check_sentences, parse_body, request_schema
@@ -48,9 +49,9 @@ class ErrorResponse(BaseModel):
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422)}
 
 
-def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
+def error_response(request: Request, status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)
-    return JSONResponse({"error": code, "message": message, "request_id": request_id}, status_code=status)
+    return JSONResponse({"error": code, "message": message, "request_id": request_id}, status_code=status, headers=headers)
 
 
 def create_app(predictor: BundlePredictor, settings: Settings) -> FastAPI:
@@ -152,7 +153,11 @@ def create_app(predictor: BundlePredictor, settings: Settings) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def on_http_error(request: Request, exc: HTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(request, exc.status_code, code, f"{exc.detail}: {request.method} {request.url.path}")
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette lists only the first matching route's methods; list them all
+            allowed = {m for r in app.routes if r.matches(request.scope)[0] != Match.NONE for m in getattr(r, "methods", ())}
+            headers = {"Allow": ", ".join(sorted(allowed))}
+        return error_response(request, exc.status_code, code, f"{exc.detail}: {request.method} {request.url.path}", headers)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception):

@@ -72,9 +72,8 @@ def tampered_bundle(tiny_bundle, tmp_path) -> Path:
 
 
 def serve_env(bundle: Path, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "COLA_BUNDLE_DIR": str(bundle), **extra}
-    env.pop("AWS_LAMBDA_FUNCTION_NAME", None)
-    return env
+    env = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_FUNCTION_NAME"}
+    return {**env, "COLA_BUNDLE_DIR": str(bundle), **extra}
 
 
 def wait_ready(url: str, process: subprocess.Popen, limit_s: float = 60) -> None:

@@ -1,0 +1,108 @@
+"""The Lambda handler: API Gateway REST v1, HTTP API v2 and Function URL events (shapes from AWS's
+documentation), direct invocation, EMF records; and the real awslambdaric runtime client on the host."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cola.config import ROOT
+from tests.serving.conftest import serve_env
+from tests.serving.lambda_runtime import LambdaRuntimeAPI
+
+EVENTS = Path(__file__).with_name("events")
+
+
+def load_event(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text())
+
+
+class Context:
+    """The few LambdaContext attributes the app reads; only the Lambda runtime builds a real one
+    (the awslambdaric test below and the container tier use the real object)."""
+
+    aws_request_id = "11111111-2222-3333-4444-555555555555"
+    function_name = "cola-classifier"
+
+
+@pytest.fixture(scope="module")
+def lambda_module(tiny_bundle):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COLA_BUNDLE_DIR", str(tiny_bundle))
+        mp.setenv("AWS_LAMBDA_FUNCTION_NAME", "cola-classifier")
+        sys.modules.pop("app.lambda_handler", None)
+        yield importlib.import_module("app.lambda_handler")
+        sys.modules.pop("app.lambda_handler", None)
+
+
+@pytest.mark.parametrize(
+    "event_file,n", [("apigw_rest_v1.json", 2), ("http_api_v2.json", 1), ("function_url.json", 1)]
+)
+def test_http_events(lambda_module, event_file, n):
+    response = lambda_module.handler(load_event(event_file), Context())
+    assert response["statusCode"] == 200
+    body = json.loads(response["body"])
+    assert len(body["predictions"]) == n and body["model_version"] == lambda_module.predictor.version
+    headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+    assert headers["x-request-id"] == Context.aws_request_id  # the Lambda request id follows the logs
+
+
+def test_http_event_with_bad_input_is_a_4xx(lambda_module):
+    event = load_event("function_url.json") | {"body": '{"text": ""}', "isBase64Encoded": False}
+    response = lambda_module.handler(event, Context())
+    assert response["statusCode"] == 422 and json.loads(response["body"])["error"] == "empty_text"
+
+
+def test_direct_invocation_like_the_original_project(lambda_module):
+    body = lambda_module.handler({"sentence": "The cat sat on the mat."}, Context())
+    assert body["predictions"][0]["label"] in ("acceptable", "unacceptable")
+    many = lambda_module.handler({"text": ["One.", "Two."]}, Context())
+    assert len(many["predictions"]) == 2
+
+
+@pytest.mark.parametrize("event", [{"sentence": ""}, {"sentence": 5}, {"hello": "world"}, ["a list"]])
+def test_bad_direct_invocations_are_answered_not_raised(lambda_module, event):
+    answer = lambda_module.handler(event, Context())
+    assert answer["statusCode"] in (400, 422) and answer["message"]
+
+
+def test_emf_records_on_lambda(lambda_module, capsys):
+    lambda_module.handler({"text": ["The cat sat.", "Sat the cat.", "A dog."]}, Context())
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    namespaces = {m["Namespace"] for r in records for m in r["_aws"]["CloudWatchMetrics"]}
+    assert namespaces == {"ColaClassifier"}
+    (latency,) = [r for r in records if "Latency" in r]
+    assert len(latency["Confidence"]) == 3 and latency["Latency"] > 0
+    counts = {r["Label"]: r["Predictions"] for r in records if "Predictions" in r}
+    assert sum(counts.values()) == 3
+    for record in records:  # every metric and dimension named in the directive is present in the record
+        directive = record["_aws"]["CloudWatchMetrics"][0]
+        assert all(m["Name"] in record for m in directive["Metrics"])
+        assert all(d in record for d in directive["Dimensions"][0])
+
+
+@pytest.mark.integration
+def test_real_runtime_client_on_the_host(tiny_bundle):
+    """awslambdaric (the runtime client AWS's base images use) drives app.lambda_handler.handler."""
+    with LambdaRuntimeAPI() as runtime:
+        env = serve_env(tiny_bundle, AWS_LAMBDA_RUNTIME_API=runtime.address, AWS_LAMBDA_FUNCTION_NAME="cola-classifier")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "awslambdaric", "app.lambda_handler.handler"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            kind, direct = runtime.invoke({"sentence": "The cat sat on the mat."})
+            assert kind == "response" and direct["predictions"][0]["label"] in ("acceptable", "unacceptable")
+            kind, http = runtime.invoke(load_event("apigw_rest_v1.json"))
+            assert kind == "response" and http["statusCode"] == 200
+            assert len(json.loads(http["body"])["predictions"]) == 2
+            assert runtime.init_errors == []
+        finally:
+            process.kill()
+            output = process.communicate(timeout=30)[0]
+        assert '"event":"prediction"' in output and '"_aws"' in output
