@@ -1,0 +1,50 @@
+"""The / page in a real headless Chromium (Debian's `chromium`, driven by playwright; no browser download)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+         "--disable-extensions", "--no-first-run", "--mute-audio"]  # fmt: skip
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def page():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which(CHROMIUM):
+        pytest.fail("Debian's chromium is not installed: apt-get install chromium (bash docker/podman-setup.sh does it)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser.new_page()
+        browser.close()
+
+
+def test_a_person_checks_sentences(page, live_server, tmp_path):
+    page.goto(live_server + "/")
+    assert page.title() == "Is this sentence acceptable English?"
+    page.fill("#sentences", "The cat sat on the mat.\n\nCat the on mat sat the.\n<b>not bold</b>")
+    page.click("#submit")
+    page.wait_for_selector("#results:not([hidden])")
+    rows = page.locator("#results tbody tr")
+    assert rows.count() == 3  # the blank line is skipped
+    assert rows.nth(0).locator("td").nth(0).inner_text() == "The cat sat on the mat."
+    assert rows.nth(2).locator("td").nth(0).inner_text() == "<b>not bold</b>"  # shown as text, not HTML
+    for i in range(3):
+        assert rows.nth(i).locator("td").nth(1).inner_text() in ("acceptable", "unacceptable")
+        assert rows.nth(i).locator("td").nth(2).inner_text().endswith(" %")
+    assert page.inner_text("#version").startswith("model ")
+    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+    assert (tmp_path / "page.png").stat().st_size > 0
+
+
+def test_the_page_shows_the_servers_error_message(page, live_server):
+    page.goto(live_server + "/")
+    page.fill("#sentences", "x" * 1001)  # over the default 1000-character limit
+    page.click("#submit")
+    page.wait_for_function("document.getElementById('error').textContent.length > 0")
+    assert "the limit is 1000" in page.inner_text("#error")
