@@ -11,6 +11,7 @@ import fnmatch
 import hashlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from string import Template
 import boto3
 import pytest
 
-from tests.aws.awsenv import REGION, REPO_ROOT
+from tests.aws.awsenv import REGION, REPO_ROOT, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -310,3 +311,23 @@ def test_iam_documents_are_accepted_by_iam(aws_env, policy, trust):
     assert statement["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"].startswith(
         "repo:example-org/cola-mlops:"
     )
+
+
+def test_smoke_test_speaks_the_real_apps_contract(tiny_bundle):
+    """The same smoke test against the project's real app (`python -m app` on the tiny bundle): if the app's
+    /ready or /predict contract changes, the deploy's smoke test must change with it."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_FUNCTION_NAME"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env={**env, "COLA_BUNDLE_DIR": str(tiny_bundle)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # The retries double as the wait for the server to load the bundle, like a Lambda cold start.
+        _load_script().smoke_test(f"http://127.0.0.1:{port}", attempts=120, delay=0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
