@@ -1,0 +1,123 @@
+"""Both images built with podman (runc, as root) from a local Debian base, then run:
+the API image answers /ready and /predict; the Lambda image runs awslambdaric against the loopback
+Runtime API. `bash docker/podman-setup.sh` prepares podman, the cached base image and the wheels."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cola.config import ROOT
+from tests.serving.conftest import free_port
+from tests.serving.lambda_runtime import LambdaRuntimeAPI
+from tests.serving.test_lambda import load_event
+
+BASE_IMAGE = "localhost/cola-base:bookworm"
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+
+
+def podman(*args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, check=check)
+
+
+@pytest.fixture(scope="module")
+def build_context(tiny_bundle, tmp_path_factory) -> Path:
+    """The repo's layout as the Dockerfiles see it, with the tiny bundle as artifacts/bundle."""
+    subprocess.run(["bash", "docker/podman-setup.sh"], cwd=ROOT, check=True, timeout=1800)
+    context = tmp_path_factory.mktemp("context")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "app", context / "app", ignore=ignore)
+    shutil.copytree(ROOT / "docker", context / "docker", ignore=ignore)
+    shutil.copytree(tiny_bundle, context / "artifacts" / "bundle")
+    shutil.copyfile(ROOT / ".dockerignore", context / ".dockerignore")
+    (context / "stray-secret.txt").write_text("must not reach the image")  # .dockerignore keeps it out
+    return context
+
+
+@pytest.fixture(scope="module")
+def image(build_context):
+    """build(dockerfile) -> tag; images are removed at the end."""
+    tags = []
+
+    def build(dockerfile: str) -> str:
+        tag = f"localhost/cola-test-{Path(dockerfile).name.lower().replace('.', '-')}:{uuid.uuid4().hex[:8]}"
+        podman("build", "--format", "docker", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-f", f"docker/{dockerfile}",
+               "-t", tag, str(build_context))  # fmt: skip
+        tags.append(tag)
+        return tag
+
+    yield build
+    for tag in tags:
+        podman("rmi", "-f", tag, check=False)
+
+
+def wait_http(url: str, container: str, limit_s: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + limit_s  # a hang guard, not a speed assertion
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            state = podman("inspect", "-f", "{{.State.Running}}", container, check=False).stdout.strip()
+            if state == "false":
+                raise AssertionError(podman("logs", container, check=False).stdout)
+            time.sleep(0.2)
+    raise AssertionError(f"{url} not answering: {podman('logs', container, check=False).stdout}")
+
+
+def test_api_image(image):
+    tag = image("Dockerfile")
+    config = json.loads(podman("image", "inspect", tag).stdout)[0]["Config"]
+    assert config["User"] == "10001:10001" and config.get("Healthcheck")
+    size_mb = json.loads(podman("image", "inspect", tag).stdout)[0]["Size"] / 1e6
+    listing = podman("run", "--rm", "--entrypoint", "sh", tag, "-c", "ls /srv; ls /srv/artifacts/bundle; "
+                     "command -v gcc cc || echo no-compiler; python3 -c 'import torch' 2>&1 | tail -1").stdout  # fmt: skip
+    assert "stray-secret.txt" not in listing and "manifest.json" in listing and "no-compiler" in listing
+    assert "No module named 'torch'" in listing
+    port = free_port()
+    name = f"cola-api-{uuid.uuid4().hex[:8]}"
+    podman("run", "-d", "--name", name, "--network", "host", "-e", "COLA_HOST=127.0.0.1", "-e", f"COLA_PORT={port}", tag)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ready", name)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/predict", data=b'{"text": ["The cat sat.", "Sat cat the."]}',
+            headers={"content-type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = json.loads(response.read())
+        assert len(body["predictions"]) == 2
+        assert podman("healthcheck", "run", name, check=False).returncode == 0
+        logs = podman("logs", name).stdout
+        assert '"event":"prediction"' in logs and "The cat sat." not in logs  # no raw text by default
+    finally:
+        podman("rm", "-f", name, check=False)
+    print(f"API image size: {size_mb:.0f} MB")
+    assert size_mb <= 400
+
+
+def test_lambda_image_with_the_runtime_interface_client(image):
+    tag = image("Dockerfile.lambda")
+    name = f"cola-lambda-{uuid.uuid4().hex[:8]}"
+    with LambdaRuntimeAPI() as runtime:
+        podman("run", "-d", "--name", name, "--network", "host", "-e", f"AWS_LAMBDA_RUNTIME_API={runtime.address}",
+               "-e", "AWS_LAMBDA_FUNCTION_NAME=cola-classifier", tag)  # fmt: skip
+        try:
+            kind, direct = runtime.invoke({"sentence": "The cat sat on the mat."})
+            assert kind == "response", direct
+            assert direct["predictions"][0]["label"] in ("acceptable", "unacceptable")
+            kind, http = runtime.invoke(load_event("http_api_v2.json"))
+            assert kind == "response" and http["statusCode"] == 200
+            kind, bad = runtime.invoke({"sentence": ""})
+            assert kind == "response" and bad["statusCode"] == 422
+            logs = podman("logs", name).stdout
+            assert '"Namespace":"ColaClassifier"' in logs and '"event":"prediction"' in logs
+        finally:
+            podman("rm", "-f", name, check=False)
