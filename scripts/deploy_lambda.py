@@ -123,13 +123,17 @@ def publish_version(lam, name: str, description: str) -> str:
 def point_alias(lam, name: str, alias: str, version: str) -> tuple[str | None, str]:
     """Move (or create) the alias; return (previous version or None, alias ARN)."""
     try:
-        previous = lam.get_alias(FunctionName=name, Name=alias)["FunctionVersion"]
+        current = lam.get_alias(FunctionName=name, Name=alias)
     except ClientError as exc:
         if _error_code(exc) != "ResourceNotFoundException":
             raise
         arn = lam.create_alias(FunctionName=name, Name=alias, FunctionVersion=version)["AliasArn"]
         log.info("alias %s created -> version %s", alias, version)
         return None, arn
+    previous = current["FunctionVersion"]
+    if previous == version:
+        log.info("alias %s already on version %s", alias, version)
+        return previous, current["AliasArn"]
     arn = lam.update_alias(FunctionName=name, Name=alias, FunctionVersion=version)["AliasArn"]
     log.info("alias %s -> version %s (was %s)", alias, version, previous)
     return previous, arn
@@ -314,9 +318,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s deploy: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)  # the deploy steps; botocore stays at WARNING
     args = parse_args(argv)
     session = boto3.session.Session(region_name=args.region)
     if not session.region_name:

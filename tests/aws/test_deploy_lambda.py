@@ -180,7 +180,8 @@ def test_deploy_creates_everything_and_a_second_run_changes_nothing(execution_ro
     again = run_script(*deploy_args("commit-aaa", execution_role, app_server.url))
     assert again.returncode == 0, again.stderr
     assert state() == after_first
-    assert "already runs" in again.stderr and "created" not in again.stderr
+    assert "already runs" in again.stderr and "alias live already on version 1" in again.stderr
+    assert "created" not in again.stderr and "updated" not in again.stderr
 
     assert run_script("ensure-repo", "--repository", REPOSITORY).stdout == repo.stdout
     assert len(boto3.client("ecr").describe_repositories()["repositories"]) == 1
