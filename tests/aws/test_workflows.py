@@ -14,6 +14,8 @@ import yaml
 
 from tests.aws.awsenv import REPO_ROOT
 
+pytestmark = pytest.mark.integration  # runs the actionlint binary
+
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 # Actions for which no release commit SHA could be verified when this was written (see docs/deploy.md).
 UNVERIFIED_PINS = {"iterative/setup-cml"}
