@@ -2,13 +2,14 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: help setup setup-dev params pipeline repro test test-fast lint clean-reports
+.PHONY: help setup setup-dev params pipeline repro test test-fast lint monitor
 
 help:
 	@echo "make pipeline   install the pipeline's requirements, then run the DVC pipeline (dvc repro)"
 	@echo "make test       install everything the tests need (apt + pip), then run the whole test suite"
 	@echo "make test-fast  run the tests that are not marked slow"
 	@echo "make params     recompose params.yaml from conf/ (after editing conf/ by hand)"
+	@echo "make monitor    drift report: prediction logs vs the training data (reports/monitor/report.html)"
 	@echo "make lint       ruff"
 
 setup:
@@ -34,3 +35,6 @@ test-fast:
 
 lint:
 	$(PYTHON) -m ruff check .
+
+monitor:
+	$(PYTHON) -m stages.monitor
