@@ -7,6 +7,8 @@ Variants (params benchmark.variants):
     ort_int8         optimised + int8 per-channel     ┘
     ort_fp32_pad128  ort_fp32 with every input padded to benchmark.pad_to (the original project's way)
     bundle           app.predictor.BundlePredictor on raw text: tokenisation included, as served
+    bundle_bucketed  bundle on the test sentences sorted by token length (length bucketing, as a batch
+                     scoring job would do it): less padding per batch
 Latency is per batch call on pre-tokenised test sentences (except `bundle`). Each (variant, batch size)
 runs in a fresh process so its peak RSS is its own. Cold start = process start → first prediction.
 
@@ -36,6 +38,8 @@ ONNX_DIR = ROOT / "artifacts" / "onnx"
 BUNDLE_DIR = ROOT / "artifacts" / "bundle"
 OUT_DIR = ROOT / "reports" / "benchmark"
 ONNX_VARIANTS = {"ort_fp32": "fp32", "ort_optimized": "optimized", "ort_int8": "int8", "ort_fp32_pad128": "fp32"}
+BUNDLE_VARIANTS = ("bundle", "bundle_bucketed")
+VARIANTS = ("pytorch", *ONNX_VARIANTS, *BUNDLE_VARIANTS)
 SAMPLE = "The cat sat on the mat."
 
 COLD_START = {
@@ -52,7 +56,7 @@ COLD_START = {
 def make_runner(variant: str, model_dir: Path, onnx_dir: Path, bundle_dir: Path, threads: int, pad_to: int, max_length: int):
     """(prepare, predict): prepare(sentences) -> model input, built before the clock starts;
     predict(input) -> labels."""
-    if variant == "bundle":
+    if variant in BUNDLE_VARIANTS:
         from app.predictor import BundlePredictor
 
         predictor = BundlePredictor(bundle_dir, threads=threads)
@@ -64,24 +68,26 @@ def make_runner(variant: str, model_dir: Path, onnx_dir: Path, bundle_dir: Path,
     if variant in ONNX_VARIANTS:
         session = ox.make_session(onnx_dir / ox.VARIANT_FILES[ONNX_VARIANTS[variant]], threads=threads)
         return (lambda texts: ox.encode(tokenizer, texts)), lambda inputs: ox.ort_logits(session, inputs).argmax(1)
-    if variant == "pytorch":
-        import torch
-        from transformers import AutoModelForSequenceClassification
-        from transformers.utils import logging
+    return torch_runner(model_dir, tokenizer, threads)  # "pytorch": run() accepts only names from VARIANTS
 
-        logging.disable_progress_bar()  # keep the benchmark's own progress bar readable
-        torch.set_num_threads(threads)
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
 
-        def prepare(texts):
-            return {k: torch.from_numpy(v) for k, v in ox.encode(tokenizer, texts).items()}
+def torch_runner(model_dir: Path, tokenizer, threads: int):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging
 
-        def predict(inputs):
-            with torch.inference_mode():
-                return model(**inputs).logits.argmax(1).numpy()
+    logging.disable_progress_bar()  # keep the benchmark's own progress bar readable
+    torch.set_num_threads(threads)
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
 
-        return prepare, predict
-    raise ValueError(f"unknown benchmark variant {variant!r}: use pytorch, bundle or one of {sorted(ONNX_VARIANTS)}")
+    def prepare(texts):
+        return {k: torch.from_numpy(v) for k, v in ox.encode(tokenizer, texts).items()}
+
+    def predict(inputs):
+        with torch.inference_mode():
+            return model(**inputs).logits.argmax(1).numpy()
+
+    return prepare, predict
 
 
 def peak_rss_mb() -> float:
@@ -96,6 +102,11 @@ def measure_case(variant: str, batch_size: int, sentences: list[str], cfg: dict,
     """Runs in its own process. Times batch calls over the test sentences (in order, cycling) after a
     warm-up until both min_iterations and min_seconds are reached; optionally predicts every sentence once."""
     prepare, predict = make_runner(variant, threads=cfg["threads"], pad_to=cfg["pad_to"], max_length=max_length, **paths)
+    order = np.arange(len(sentences))
+    if variant.endswith("_bucketed"):
+        tokenizer = ox.bundle_tokenizer(paths["model_dir"], max_length)
+        order = np.argsort([len(e.ids) for e in tokenizer.encode_batch(sentences)], kind="stable")
+        sentences = [sentences[i] for i in order]
     inputs = [prepare(chunk) for chunk in ox.batches(sentences, batch_size)]
     sizes = [len(chunk) for chunk in ox.batches(sentences, batch_size)]
     for i in range(cfg["warmup"]):
@@ -117,7 +128,9 @@ def measure_case(variant: str, batch_size: int, sentences: list[str], cfg: dict,
         "peak_rss_mb": peak_rss_mb(),
     }
     if full_pass:
-        result["preds"] = np.concatenate([predict(batch) for batch in inputs]).tolist()
+        preds = np.empty(len(sentences), dtype=int)
+        preds[order] = np.concatenate([predict(batch) for batch in inputs])  # back to test-split order
+        result["preds"] = preds.tolist()
     return result
 
 
@@ -148,6 +161,9 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
 
     params = params or load_params()
     cfg, max_length = dict(params.benchmark), params.model.max_length
+    unknown = [v for v in cfg["variants"] if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"benchmark.variants in params.yaml has unknown {unknown}: choose from {list(VARIANTS)}")
     test = pd.read_parquet(test_data)
     if cfg["max_sentences"]:
         test = test.head(cfg["max_sentences"])
@@ -171,7 +187,7 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
         entry[f"bs{bs}"] = case
         progress.update()
     for variant, entry in results.items():
-        model_file = bundle_dir / "model.onnx" if variant == "bundle" else (
+        model_file = bundle_dir / "model.onnx" if variant in BUNDLE_VARIANTS else (
             onnx_dir / ox.VARIANT_FILES[ONNX_VARIANTS[variant]] if variant in ONNX_VARIANTS else model_dir / "model.safetensors")
         entry["size_mb"] = model_file.stat().st_size / 2**20
         entry.pop("roc_auc", None)  # from hard labels it says nothing

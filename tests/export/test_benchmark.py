@@ -43,3 +43,12 @@ def test_benchmark_smoke_run_writes_metrics_and_plots(tiny_model_dir, tiny_varia
         assert [row["batch_size"] for row in rows] == [1, 4]
         assert all(set(row) == {"batch_size", *variants} for row in rows)
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["variants"].keys() == set(variants)
+
+
+def test_unknown_variant_is_refused_before_anything_runs(tmp_path):
+    from stages.benchmark import run
+
+    compose_params(tmp_path / "params.yaml", ["benchmark=smoke", "benchmark.variants=[pytorch,onnx_fp16]"])
+    with pytest.raises(ValueError, match=r"unknown \['onnx_fp16'\]: choose from \['pytorch', 'ort_fp32'"):
+        run(out_dir=tmp_path / "out", params=load_params(tmp_path / "params.yaml"))
+    assert not (tmp_path / "out").exists()
