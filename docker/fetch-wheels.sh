@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m pip download --quiet --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
-  -r ../app/requirements.txt -r requirements-lambda.txt -d wheels
+  -r ../app/requirements.txt -r requirements-lambda.txt -d wheels 2> >(grep -v "^WARNING: Location" >&2)

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BASE_IMAGE="${COLA_BASE_IMAGE:-localhost/cola-base:bookworm}"
-BASE_CACHE="${COLA_BASE_CACHE:-/var/cache/cola/base-bookworm.tar}"
+BASE_CACHE="${COLA_BASE_CACHE:-/var/cache/cola/base-bookworm-v2.tar}"  # bump when the recipe changes
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
 missing=()
@@ -19,15 +19,15 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-mkdir -p /etc/containers
-if ! grep -qs 'runtime = "runc"' /etc/containers/containers.conf; then
-  cat >/etc/containers/containers.conf <<'CONF'
-[containers]
-default_ulimits = ["nofile=20000:20000"]
+# nproc too: without it podman asks runc for the host's nproc limit, which this sandbox refuses (EPERM)
+CONF='[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=16384:16384"]
 
 [engine]
-runtime = "runc"
-CONF
+runtime = "runc"'
+mkdir -p /etc/containers
+if [[ "$(cat /etc/containers/containers.conf 2>/dev/null)" != "$CONF" ]]; then
+  echo "$CONF" >/etc/containers/containers.conf
 fi
 
 if ! podman image exists "$BASE_IMAGE"; then
@@ -35,7 +35,9 @@ if ! podman image exists "$BASE_IMAGE"; then
     rootfs="$(mktemp -d)"
     trap 'rm -rf "$rootfs"' EXIT
     debootstrap --variant=minbase --include=python3,python3-venv bookworm "$rootfs" "$MIRROR" >/dev/null
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    # what a server image never reads: package caches, docs, man pages, translations (~50 MB)
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+      "$rootfs"/usr/share/{doc,man,info,locale}/*
     mkdir -p "$(dirname "$BASE_CACHE")"
     tar -C "$rootfs" -cf "$BASE_CACHE.tmp" . && mv "$BASE_CACHE.tmp" "$BASE_CACHE"
   fi
