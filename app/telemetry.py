@@ -11,8 +11,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 LOGGER = logging.getLogger("cola.serving")
 EMF_NAMESPACE = "ColaClassifier"

@@ -57,7 +57,9 @@ def original_app(bundle: Path):
 
     @app.get("/predict")
     async def predict(text: str):  # blocking work inside async: one request at a time, loop stalled
-        encoded = tokenizer([text], padding="max_length", max_length=128, truncation=True, return_tensors="np")
+        encoded = tokenizer(
+            [text], padding="max_length", max_length=128, truncation=True, return_token_type_ids=True, return_tensors="np"
+        )
         logits = session.run(None, {n: encoded[n].astype(np.int64) for n in names})[0]
         probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         return [{"label": labels[int(p.argmax())], "score": float(p.max())} for p in probs]
@@ -111,6 +113,8 @@ def wrk(url: str, connections: int, seconds: int) -> dict:
     os.unlink(script.name)
     result = json.loads(next(line for line in out.splitlines() if line.startswith("WRK_JSON ")).split(" ", 1)[1])
     result["req_per_s"] = round(result["requests"] / result["duration_s"], 1)
+    if not result["requests"] or result["non_2xx"]:
+        raise SystemExit(f"{url}: the server failed under load: {result}")
     return result
 
 

@@ -69,7 +69,7 @@ def wait_http(url: str, container: str, limit_s: float = 120) -> None:
         except OSError:
             state = podman("inspect", "-f", "{{.State.Running}}", container, check=False).stdout.strip()
             if state == "false":
-                raise AssertionError(podman("logs", container, check=False).stdout)
+                raise AssertionError(podman("logs", container, check=False).stdout) from None
             time.sleep(0.2)
     raise AssertionError(f"{url} not answering: {podman('logs', container, check=False).stdout}")
 
