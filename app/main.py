@@ -22,7 +22,7 @@ from starlette.routing import Match
 from app.batcher import MicroBatcher
 from app.inputs import InputError, check_sentences, parse_body, request_schema
 from app.middleware import BodyLimit, RequestTelemetry
-from app.predictor import BundlePredictor
+from app.predictor import BundlePredictor, upper_ratio
 from app.settings import Settings
 from app.telemetry import Metrics, emf_records, log_event, print_emf, setup_logging
 
@@ -101,6 +101,7 @@ def create_app(predictor: BundlePredictor, settings: Settings) -> FastAPI:
                 chars=len(text),
                 tokens=tokens,
                 unk_rate=round(unk_rate, 6),
+                upper_ratio=round(upper_ratio(text), 4),
                 **({"text": text} if settings.log_text else {}),
             )
         if settings.on_lambda:

@@ -121,6 +121,12 @@ class BundlePredictor:
         return tokens, unk_rates
 
 
+def upper_ratio(text: str) -> float:
+    """Share of letters that are capitals: the uncased tokenizer lowercases, so only this sees SHOUTING."""
+    letters = [c for c in text if c.isalpha()]
+    return sum(c.isupper() for c in letters) / len(letters) if letters else 0.0
+
+
 def _trailing_specials(special_mask: list[int]) -> int:
     n = 0
     for flag in reversed(special_mask):

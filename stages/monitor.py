@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from app.predictor import upper_ratio
 from cola import drift
 from cola.config import Params, load_params, write_json
 from cola.drift_report import render_report
@@ -85,12 +86,6 @@ def read_cloudwatch(log_group: str, hours: float, client=None) -> list[dict]:
         raise MonitorError(f"CloudWatch Logs group {log_group!r} could not be read ({exc}): check the group name, "
                            f"AWS_REGION and credentials") from exc
     return parse_records(messages, f"CloudWatch {log_group}")
-
-
-def upper_ratio(text: str) -> float:
-    """Share of letters that are capitals (the tokenizer lowercases, so only this sees SHOUTING)."""
-    letters = [c for c in text if c.isalpha()]
-    return sum(c.isupper() for c in letters) / len(letters) if letters else 0.0
 
 
 def live_features(records: list[dict]) -> dict[str, np.ndarray]:

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.predictor import BundlePredictor
+from app.predictor import BundlePredictor, upper_ratio
 from cola.config import ROOT
-from stages.monitor import upper_ratio
 
 COLA_DIR = ROOT.parent / "shared" / "data" / "cola"
 GERMAN = Path(__file__).parent / "data" / "german_sentences.txt"

@@ -8,7 +8,7 @@ import pytest
 
 PREDICTION_FIELDS = {
     "ts", "level", "event", "request_id", "model_version", "label", "confidence", "prob_acceptable",
-    "latency_ms", "chars", "tokens", "unk_rate",
+    "latency_ms", "chars", "tokens", "unk_rate", "upper_ratio",
 }  # fmt: skip
 
 
@@ -130,7 +130,7 @@ def test_request_id_is_echoed_and_generated(client):
 
 
 def test_prediction_and_request_log_lines(client, log_lines, predictor):
-    client.post("/predict", json={"text": ["The cat sat.", "Qqzx vvb ☃"]}, headers={"x-request-id": "req-1"})
+    client.post("/predict", json={"text": ["The cat sat.", "QQZX vvb ☃"]}, headers={"x-request-id": "req-1"})
     predictions = log_lines("prediction")
     assert len(predictions) == 2
     for line in predictions:
@@ -140,6 +140,7 @@ def test_prediction_and_request_log_lines(client, log_lines, predictor):
     assert predictions[0]["chars"] == len("The cat sat.")
     assert predictions[0]["tokens"] == 6  # [CLS] the cat sat . [SEP]
     assert predictions[1]["unk_rate"] > 0  # ☃ is not in the vocabulary
+    assert (predictions[0]["upper_ratio"], predictions[1]["upper_ratio"]) == (round(1 / 9, 4), round(4 / 7, 4))
     (request,) = [r for r in log_lines("request") if r["request_id"] == "req-1"]
     assert {k: request[k] for k in ("method", "path", "status")} == {"method": "POST", "path": "/predict", "status": 200}
     assert request["latency_ms"] > 0
