@@ -2,13 +2,16 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: help setup setup-dev params pipeline repro test test-fast lint monitor
+.PHONY: help setup setup-dev params pipeline repro test test-fast lint monitor serve bench-serving images
 
 help:
 	@echo "make pipeline   install the pipeline's requirements, then run the DVC pipeline (dvc repro)"
 	@echo "make test       install everything the tests need (apt + pip), then run the whole test suite"
 	@echo "make test-fast  run the tests that are not marked slow"
 	@echo "make params     recompose params.yaml from conf/ (after editing conf/ by hand)"
+	@echo "make serve      serve artifacts/bundle on http://127.0.0.1:8000 (page, /docs, /metrics)"
+	@echo "make images     build the API and Lambda images with podman (docker/podman-setup.sh first)"
+	@echo "make bench-serving  HTTP load benchmark of the serving app (needs wrk)"
 	@echo "make monitor    drift report: prediction logs vs the training data (reports/monitor/report.html)"
 	@echo "make lint       ruff"
 
@@ -38,3 +41,14 @@ lint:
 
 monitor:
 	$(PYTHON) -m stages.monitor
+
+serve:
+	COLA_BUNDLE_DIR=artifacts/bundle $(PYTHON) -m app --port 8000
+
+bench-serving:
+	$(PYTHON) scripts/bench_serving.py --bundle artifacts/bundle --out reports/serving/bench.json
+
+images:
+	bash docker/fetch-wheels.sh
+	podman build -f docker/Dockerfile -t cola-api .
+	podman build -f docker/Dockerfile.lambda -t cola-lambda .

@@ -8,6 +8,7 @@ APT_PACKAGES=(
   git                                 # the DVC integration tests make real git repos
   chromium                            # browser tests (playwright drives /usr/bin/chromium; no playwright install)
   prometheus prometheus-alertmanager  # monitoring tier: promtool rule tests and a live scrape + alert
+  wrk                                 # scripts/bench_serving.py (load benchmark; not needed by the tests)
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -20,3 +21,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q -r requirements-dev.txt
+
+# Container tier: podman + runc + a local debootstrap base image (cached) + the serving wheels.
+bash docker/podman-setup.sh
