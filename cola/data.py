@@ -10,7 +10,6 @@ Split policy (GLUE publishes no test labels):
 from __future__ import annotations
 
 import csv
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
+
+from app.bundle import file_sha256 as sha256
 
 LABELS = ("unacceptable", "acceptable")  # index = label id
 COLUMNS = ("sentence", "label")
@@ -37,14 +38,6 @@ class RawData:
 
 
 # ---------------------------------------------------------------- loading
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_tsv(path: Path) -> pd.DataFrame:
@@ -202,7 +195,7 @@ def reference_stats(train: pd.DataFrame, test: pd.DataFrame, tokenizer, tokenize
     token_length = np.array([len(ids) for ids in encoded["input_ids"]])
     unk_rate = np.array([
         ids.count(tokenizer.unk_token_id) / max(len(mask) - sum(mask), 1)
-        for ids, mask in zip(encoded["input_ids"], encoded["special_tokens_mask"])
+        for ids, mask in zip(encoded["input_ids"], encoded["special_tokens_mask"], strict=True)
     ])
     words = Counter(w for s in train["sentence"] for w in s.split())
     test_words = [w for s in test["sentence"] for w in s.split()]

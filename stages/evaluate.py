@@ -40,7 +40,7 @@ def main() -> None:
     fpr, tpr, _ = roc_curve(labels, probs[:, 1])
     precision, recall, _ = precision_recall_curve(labels, probs[:, 1])
     write_json(OUT / "plots" / "confusion.json",
-               [{"actual": LABELS[a], "predicted": LABELS[p]} for a, p in zip(labels, preds)])
+               [{"actual": LABELS[a], "predicted": LABELS[p]} for a, p in zip(labels, preds, strict=True)])
     write_json(OUT / "plots" / "roc.json", curve_points(fpr, tpr, ("fpr", "tpr")))
     write_json(OUT / "plots" / "pr.json", curve_points(recall, precision, ("recall", "precision")))
     print("evaluate: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "n"))

@@ -52,7 +52,7 @@ def test_load_params_gives_attribute_access_and_helpful_errors():
     params = load_params()
     assert params.train.batch_size == params["train"]["batch_size"]
     with pytest.raises(AttributeError, match="params.yaml up to date"):
-        params.train.no_such_key
+        _ = params.train.no_such_key
 
 
 def test_resolve_pretrained_finds_the_offline_package_and_passes_hub_ids_through():
