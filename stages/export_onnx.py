@@ -51,7 +51,7 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
     test = pd.read_parquet(test_data)
     sentences, labels = test["sentence"].tolist(), test["label"].to_numpy()
 
-    paths = ox.export_variants(model_dir, onnx_dir, cfg.opset, per_channel=cfg.per_channel)
+    paths = ox.export_variants(model_dir, onnx_dir, cfg.opset, cfg.per_channel, cfg.quantize_from)
     report, logits = ox.compare_variants(model_dir, paths, sentences, labels, max_length, cfg.batch_size)
     ox.check_parity(report, cfg.parity_tolerance)
 
@@ -64,7 +64,9 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
 
     manifest = ox.write_bundle(
         bundle_dir, paths[served], ox.bundle_tokenizer(model_dir, max_length), ox.model_labels(model_dir),
-        max_length, served, params={k: params[k] for k in BUNDLE_PARAMS}, metrics={"test": report[served], "pytorch_test": report["pytorch"]},
+        max_length, served,
+        params={k: params[k] for k in BUNDLE_PARAMS},
+        metrics={"test": report[served], "pytorch_test": report["pytorch"]},
     )
     bundle_diff = check_bundle(bundle_dir, sentences, logits[served], cfg.batch_size)
     metrics = {
@@ -81,8 +83,7 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
     for name, values in report.items():
         extra = f", agreement={values['agreement']:.4f}, max|Δlogit|={values['max_abs_logit_diff']:.2g}" if name != "pytorch" else ""
         print(f"export_onnx: {name:9s} accuracy={values['accuracy']:.4f}, mcc={values['mcc']:.4f}{extra}")
-    print(f"export_onnx: bundle {bundle_dir.relative_to(ROOT) if bundle_dir.is_relative_to(ROOT) else bundle_dir} "
-          f"version {manifest['version']} serves {served}")
+    print(f"export_onnx: bundle {bundle_dir} version {manifest['version']} serves {served}")
     return metrics
 
 

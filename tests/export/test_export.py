@@ -36,12 +36,21 @@ def test_export_has_dynamic_batch_and_sequence_axes(tiny_variants):
         assert ox.ort_logits(session, inputs).shape == (shape[0], 2)
 
 
-def test_optimizer_fuses_attention_and_int8_quantises_it(tiny_variants):
+def test_optimizer_fuses_attention_and_int8_quantises_the_weight_matmuls(tiny_variants, tmp_path):
     layers = 2
     assert ox.fused_ops(tiny_variants["fp32"]) == {}
     assert ox.fused_ops(tiny_variants["optimized"])["Attention"] == layers
-    assert ox.fused_ops(tiny_variants["int8"])["QAttention"] == layers
+
+    def count(path, op):
+        return sum(node.op_type == op for node in onnx.load(str(path)).graph.node)
+
+    # From the fp32 graph (the default): Q, K, V, attention output and two feed-forward MatMuls per layer,
+    # plus the pooler and the classifier.
+    assert count(tiny_variants["int8"], "MatMulInteger") == 6 * layers + 2
     assert tiny_variants["int8"].stat().st_size < tiny_variants["fp32"].stat().st_size / 2
+    # From the optimised graph, the fused attention becomes QAttention.
+    from_optimized = ox.quantize_int8(tiny_variants["optimized"], tmp_path / "int8.onnx")
+    assert ox.fused_ops(from_optimized)["QAttention"] == layers
 
 
 def test_parity_gate_fails_with_numbers_when_the_onnx_model_differs(tiny_model_dir, tiny_variants, tmp_path):
