@@ -100,24 +100,28 @@ def peak_rss_mb() -> float:
 def measure_case(variant: str, batch_size: int, sentences: list[str], cfg: dict, paths: dict, max_length: int,
                  full_pass: bool) -> dict:
     """Runs in its own process. Times batch calls over the test sentences (in order, cycling) after a
-    warm-up until both min_iterations and min_seconds are reached; optionally predicts every sentence once."""
+    warm-up, for at least min_seconds and until min_iterations or max_seconds is reached. With full_pass,
+    also returns a prediction for every sentence (the timed calls' outputs, completed untimed if needed)."""
     prepare, predict = make_runner(variant, threads=cfg["threads"], pad_to=cfg["pad_to"], max_length=max_length, **paths)
     order = np.arange(len(sentences))
     if variant.endswith("_bucketed"):
         tokenizer = ox.bundle_tokenizer(paths["model_dir"], max_length)
         order = np.argsort([len(e.ids) for e in tokenizer.encode_batch(sentences)], kind="stable")
         sentences = [sentences[i] for i in order]
-    inputs = [prepare(chunk) for chunk in ox.batches(sentences, batch_size)]
-    sizes = [len(chunk) for chunk in ox.batches(sentences, batch_size)]
+    chunks = list(ox.batches(sentences, batch_size))
+    inputs = [prepare(chunk) for chunk in chunks]
     for i in range(cfg["warmup"]):
         predict(inputs[i % len(inputs)])
-    times, counted, started = [], 0, time.perf_counter()
-    while len(times) < cfg["min_iterations"] or time.perf_counter() - started < cfg["min_seconds"]:
+    times, outputs, counted, started = [], {}, 0, time.perf_counter()
+    while True:
         i = len(times) % len(inputs)
         t0 = time.perf_counter()
-        predict(inputs[i])
+        outputs[i] = predict(inputs[i])
         times.append(time.perf_counter() - t0)
-        counted += sizes[i]
+        counted += len(chunks[i])
+        elapsed = time.perf_counter() - started
+        if elapsed >= cfg["min_seconds"] and (len(times) >= cfg["min_iterations"] or elapsed >= cfg["max_seconds"]):
+            break
     ms = np.array(times) * 1000
     result = {
         "p50_ms": float(np.percentile(ms, 50)),
@@ -129,8 +133,8 @@ def measure_case(variant: str, batch_size: int, sentences: list[str], cfg: dict,
     }
     if full_pass:
         preds = np.empty(len(sentences), dtype=int)
-        preds[order] = np.concatenate([predict(batch) for batch in inputs])  # back to test-split order
-        result["preds"] = preds.tolist()
+        preds[order] = np.concatenate([outputs[i] if i in outputs else predict(x) for i, x in enumerate(inputs)])
+        result["preds"] = preds.tolist()  # in test-split order
     return result
 
 
