@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 PROJECT = ["cola", "stages", "app", "conf", "dvc.yaml", ".dvc/config", ".dvc/.gitignore", ".gitignore",
            "pyproject.toml"]
 # Smoke settings, written into the copy's conf/config.yaml so `dvc exp run` (which recomposes) keeps them.
-SMOKE_DEFAULTS = {"train: default": "train: smoke"}
+SMOKE_DEFAULTS = {"train: default": "train: smoke", "benchmark: default": "benchmark: smoke"}
 SMOKE_VALUES = {"data": {"max_train_rows": 240, "max_test_rows": 48}}
 
 
@@ -78,7 +78,9 @@ def test_first_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
                  "data/prepared/source.json", "data/reference/stats.json", "models/model/config.json",
                  "models/model/model.safetensors", "reports/train/metrics.json",
                  "reports/train/misclassified_validation.csv", "reports/evaluate/metrics.json",
-                 "reports/evaluate/plots/confusion.json", "reports/evaluate/misclassified.csv", "dvc.lock"]:
+                 "reports/evaluate/plots/confusion.json", "reports/evaluate/misclassified.csv",
+                 "artifacts/bundle/model.onnx", "artifacts/bundle/manifest.json", "reports/export/metrics.json",
+                 "reports/benchmark/metrics.json", "dvc.lock"]:
         assert (repo / path).is_file(), f"{path} was not written"
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert set(lock) == default_stages(repo)
@@ -90,7 +92,9 @@ def test_first_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
 def test_metrics_and_plots_commands_work(repo, first_repro):
     metrics = json.loads(run(repo, "dvc", "metrics", "show", "--json"))
     text = json.dumps(metrics)
-    assert "reports/evaluate/metrics.json" in text and '"mcc"' in text
+    for path in ("reports/evaluate/metrics.json", "reports/export/metrics.json", "reports/benchmark/metrics.json"):
+        assert path in text, f"{path} missing from dvc metrics show"
+    assert '"mcc"' in text
     run(repo, "dvc", "plots", "show", "-o", "plots_html")
     html = (repo / "plots_html" / "index.html").read_text()
     assert "Confusion matrix (test)" in html and "Training curves" in html
