@@ -106,7 +106,8 @@ def measure_case(variant: str, batch_size: int, sentences: list[str], cfg: dict,
     order = np.arange(len(sentences))
     if variant.endswith("_bucketed"):
         tokenizer = ox.bundle_tokenizer(paths["model_dir"], max_length)
-        order = np.argsort([len(e.ids) for e in tokenizer.encode_batch(sentences)], kind="stable")
+        lengths = [sum(e.attention_mask) for e in tokenizer.encode_batch(sentences)]  # ids are padded
+        order = np.argsort(lengths, kind="stable")
         sentences = [sentences[i] for i in order]
     chunks = list(ox.batches(sentences, batch_size))
     inputs = [prepare(chunk) for chunk in chunks]
