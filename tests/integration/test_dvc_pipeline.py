@@ -25,13 +25,13 @@ SMOKE_DEFAULTS = {"train: default": "train: smoke", "benchmark: default": "bench
 SMOKE_VALUES = {"data": {"max_train_rows": 240, "max_test_rows": 48}}
 
 
-def run(repo, *args, check=True):
+def run(repo, *args, check=True, stdout_only=False):
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(repo)}
     result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=1200)
     output = result.stdout + result.stderr
     if check:
         assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{output[-4000:]}"
-    return output
+    return result.stdout if stdout_only else output
 
 
 def ran_stages(output: str) -> set[str]:
@@ -90,7 +90,7 @@ def test_first_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
 
 
 def test_metrics_and_plots_commands_work(repo, first_repro):
-    metrics = json.loads(run(repo, "dvc", "metrics", "show", "--json"))
+    metrics = json.loads(run(repo, "dvc", "metrics", "show", "--json", stdout_only=True))
     text = json.dumps(metrics)
     for path in ("reports/evaluate/metrics.json", "reports/export/metrics.json", "reports/benchmark/metrics.json"):
         assert path in text, f"{path} missing from dvc metrics show"
@@ -134,6 +134,6 @@ def _lrs(node) -> list:
 def test_exp_run_set_param_makes_a_visible_experiment(repo, first_repro):
     output = run(repo, "dvc", "exp", "run", "-S", "model.lr=0.0001")
     assert "train" in ran_stages(output)
-    lrs = _lrs(json.loads(run(repo, "dvc", "exp", "show", "--json")))
+    lrs = _lrs(json.loads(run(repo, "dvc", "exp", "show", "--json", stdout_only=True)))
     assert 0.0001 in lrs, f"experiment with model.lr=1e-4 not in dvc exp show: {lrs}"
     assert any(lr != 0.0001 for lr in lrs)  # the baseline keeps its own lr
