@@ -86,9 +86,24 @@ def load_hub(name: str, config: str, revision: str) -> RawData:  # pragma: no co
     return RawData(frames["train"], frames["test"], source)
 
 
+def resolve_local_dir(local_dir: str, root: Path) -> Path:
+    """A relative `data.local_dir` is relative to the project root. DVC runs queued experiments
+    (`dvc exp run --queue`) in a copy under <project>/.dvc/tmp/exps/, so there it means the same
+    folder as in the project they were queued from."""
+    path = Path(local_dir).expanduser()
+    if path.is_absolute():
+        return path
+    parts = root.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            root = Path(*parts[:i])
+            break
+    return (root / path).resolve()
+
+
 def load(data_params: dict, root: Path) -> RawData:
     """Pick the source: `local` (the offline TSV copy), `hub`, or `auto` (local if present, else hub)."""
-    local_dir = (root / data_params["local_dir"]).resolve()
+    local_dir = resolve_local_dir(data_params["local_dir"], root)
     source = data_params["source"]
     if source not in ("auto", "local", "hub"):
         raise DataValidationError(f"data.source={source!r} is not one of auto, local, hub (see conf/data/)")

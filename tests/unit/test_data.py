@@ -1,5 +1,7 @@
 """Data tier: loading, validation (every bad-data case names file, line and problem), cleaning, splits, stats."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -10,6 +12,7 @@ from cola.data import (
     load_local,
     make_splits,
     reference_stats,
+    resolve_local_dir,
 )
 from cola.model import load_tokenizer
 
@@ -85,6 +88,15 @@ def test_source_switch(tmp_path):
         load({**params, "source": "local", "local_dir": str(tmp_path / "missing")}, tmp_path)
     with pytest.raises(DataValidationError, match="not one of auto, local, hub"):
         load({**params, "source": "s3"}, tmp_path)
+
+
+def test_relative_local_dir_means_the_same_folder_inside_a_queued_experiment(tmp_path):
+    project = tmp_path / "project"
+    queued = project / ".dvc" / "tmp" / "exps" / "tmpab12cd"  # where `dvc queue start` runs an experiment
+    expected = (tmp_path / "shared" / "cola").resolve()
+    assert resolve_local_dir("../shared/cola", project) == expected
+    assert resolve_local_dir("../shared/cola", queued) == expected
+    assert resolve_local_dir("/abs/cola", queued) == Path("/abs/cola")
 
 
 def test_cleaning_removes_leakage_contradictions_and_duplicates():
