@@ -2,13 +2,14 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: help setup setup-dev params pipeline repro test test-fast lint monitor serve bench-serving images
+.PHONY: help setup setup-dev params data raw-data pipeline repro test test-fast lint monitor serve bench-serving images
 
 help:
 	@echo "make pipeline   install the pipeline's requirements, then run the DVC pipeline (dvc repro)"
 	@echo "make test       install everything the tests need (apt + pip), then run the whole test suite"
 	@echo "make test-fast  run the tests that are not marked slow"
 	@echo "make params     recompose params.yaml from conf/ (after editing conf/ by hand)"
+	@echo "make data       (re)import the raw CoLA files from data.source into data/raw, versioned by data/raw.dvc"
 	@echo "make serve      serve artifacts/bundle on http://127.0.0.1:8000 (page, /docs, /metrics)"
 	@echo "make images     build the API and Lambda images with podman (docker/podman-setup.sh first)"
 	@echo "make bench-serving  HTTP load benchmark of the serving app (needs wrk)"
@@ -24,7 +25,15 @@ setup-dev:
 params:
 	$(PYTHON) -m cola.config
 
-pipeline: setup
+# Explicit re-import from data.source (local copy or the Hub); a new version shows in `git diff data/raw.dvc`.
+data:
+	$(PYTHON) -m stages.get_data
+
+# What the pipeline needs: data/raw as recorded in data/raw.dvc, from the workspace, the DVC remote or the source.
+raw-data:
+	@[ -d data/raw ] || dvc pull -q data/raw.dvc 2>/dev/null || $(PYTHON) -m stages.get_data
+
+pipeline: setup raw-data
 	dvc repro
 
 repro:

@@ -11,6 +11,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS_FILE = ROOT / "params.yaml"
+PIPELINE_FILE = ROOT / "dvc.yaml"
 
 
 class Params(dict):
@@ -34,6 +35,20 @@ class Params(dict):
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     with open(path) as f:
         return Params.wrap(yaml.safe_load(f))
+
+
+def declared_params(stage: str, params: dict, pipeline: str | Path = PIPELINE_FILE) -> dict:
+    """The params `stage` declares in dvc.yaml, with their values, nested as in params.yaml: what a stage can
+    record about its inputs without claiming keys that DVC does not track for it."""
+    declared = yaml.safe_load(Path(pipeline).read_text())["stages"][stage].get("params", [])
+    picked: dict = {}
+    for key in declared:
+        *parents, leaf = key.split(".")
+        source, target = params, picked
+        for part in parents:
+            source, target = source[part], target.setdefault(part, {})
+        target[leaf] = source[leaf]
+    return picked
 
 
 def resolve_pretrained(name: str) -> str:

@@ -1,4 +1,7 @@
-"""CoLA data: load (local TSV copy or the Hugging Face Hub), validate, clean, split, describe.
+"""CoLA data: fetch (local TSV copy or the Hugging Face Hub) into data/raw, validate, clean, split, describe.
+
+The raw files are a DVC-versioned input (data/raw.dvc, written by `python -m stages.get_data`), so dvc.lock records
+the exact bytes every run used; docs/pipeline.md says why they are an import and not a stage.
 
 Split policy (GLUE publishes no test labels):
 - GLUE `validation` becomes our **test** set, kept as published so scores stay comparable with GLUE.
@@ -10,15 +13,14 @@ Split policy (GLUE publishes no test labels):
 from __future__ import annotations
 
 import csv
+import shutil
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
-
-from app.bundle import file_sha256 as sha256
 
 LABELS = ("unacceptable", "acceptable")  # index = label id
 COLUMNS = ("sentence", "label")
@@ -34,10 +36,9 @@ class DataValidationError(ValueError):
 class RawData:
     train: pd.DataFrame
     test: pd.DataFrame
-    source: dict = field(default_factory=dict)  # where the data came from, with file hashes
 
 
-# ---------------------------------------------------------------- loading
+# ---------------------------------------------------------------- the raw data: fetched once, versioned by DVC
 
 
 def read_tsv(path: Path) -> pd.DataFrame:
@@ -52,69 +53,72 @@ def read_tsv(path: Path) -> pd.DataFrame:
         raise DataValidationError(f"{path}: cannot be read as UTF-8 tab-separated text: {exc}") from exc
 
 
-def load_local(directory: str | Path, label: str | None = None) -> RawData:
-    """`label` is how the location is recorded (the configured path, so records match across machines)."""
-    directory = Path(directory)
-    frames = {split: read_tsv(directory / name) for split, name in SPLIT_FILES.items()}
-    for split, name in SPLIT_FILES.items():
-        frames[split] = validate(frames[split], str(directory / name))
-    source = {
-        "source": "local",
-        "location": label or str(directory),
-        "files": {name: sha256(directory / name) for name in SPLIT_FILES.values()},
-    }
-    return RawData(frames["train"], frames["test"], source)
+def load_raw(raw_dir: str | Path) -> RawData:
+    """The pipeline's input: data/raw/{train,validation}.tsv, validated (file, line and problem on failure)."""
+    raw_dir = Path(raw_dir)
+    frames = {split: validate(read_tsv(raw_dir / name), str(raw_dir / name)) for split, name in SPLIT_FILES.items()}
+    return RawData(frames["train"], frames["test"])
 
 
-def load_hub(name: str, config: str, revision: str) -> RawData:  # pragma: no cover - needs network
-    """Online path: the Hub copy of GLUE/CoLA at a pinned revision."""
-    from datasets import load_dataset
+def fetch_local(directory: Path, out_dir: Path) -> None:
+    """Copy the GLUE-layout TSVs byte for byte: the bytes DVC versions are the bytes of the source."""
+    for name in SPLIT_FILES.values():
+        if not (directory / name).is_file():
+            raise DataValidationError(f"{directory / name}: file not found; data.local_dir must hold "
+                                      f"{' and '.join(SPLIT_FILES.values())}")
+        shutil.copyfile(directory / name, out_dir / name)
 
-    dataset = load_dataset(name, config, revision=revision)
-    frames = {}
+
+def fetch_hub(name: str, config: str, revision: str, out_dir: Path) -> None:  # pragma: no cover - needs network
+    """Online path: the Hub copy of GLUE/CoLA at a pinned revision, written in the same TSV layout."""
+    try:
+        from datasets import load_dataset
+
+        dataset = load_dataset(name, config, revision=revision)
+    except (ConnectionError, OSError) as exc:
+        raise DataValidationError(
+            f"cannot download {name}/{config}@{revision} from the Hugging Face Hub ({type(exc).__name__}); "
+            f"offline, use a local copy: data.source=local with data.local_dir=<folder with "
+            f"{' and '.join(SPLIT_FILES.values())}>, or `dvc pull data/raw.dvc` from the team's remote"
+        ) from None
     for split, hub_split in (("train", "train"), ("test", "validation")):
-        frame = dataset[hub_split].to_pandas()[list(COLUMNS)].astype({"sentence": str, "label": str})
-        frames[split] = validate(frame, f"hub:{name}/{config}@{revision}:{hub_split}")
-    source = {
-        "source": "hub",
-        "location": f"{name}/{config}@{revision}",
-        "files": {
-            Path(f["filename"]).name: sha256(Path(f["filename"]))
-            for split in ("train", "validation") for f in dataset[split].cache_files
-        },
-    }
-    return RawData(frames["train"], frames["test"], source)
+        frame = dataset[hub_split].to_pandas()[list(COLUMNS)]
+        bad = frame.index[frame["sentence"].str.contains(r"[\t\r\n]")]
+        if len(bad):
+            raise DataValidationError(f"hub:{name}/{config}@{revision}:{hub_split} rows {list(bad[:3])}: "
+                                      f"a sentence contains a tab or line break, which the TSV layout cannot hold")
+        frame.to_csv(out_dir / SPLIT_FILES[split], sep="\t", index=False, quoting=csv.QUOTE_NONE)
 
 
-def resolve_local_dir(local_dir: str, root: Path) -> Path:
-    """A relative `data.local_dir` is relative to the project root. DVC runs queued experiments
-    (`dvc exp run --queue`) in a copy under <project>/.dvc/tmp/exps/, so there it means the same
-    folder as in the project they were queued from."""
-    path = Path(local_dir).expanduser()
-    if path.is_absolute():
-        return path
-    parts = root.parts
-    for i in range(len(parts) - 2):
-        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
-            root = Path(*parts[:i])
-            break
-    return (root / path).resolve()
-
-
-def load(data_params: dict, root: Path) -> RawData:
-    """Pick the source: `local` (the offline TSV copy), `hub`, or `auto` (local if present, else hub)."""
-    local_dir = resolve_local_dir(data_params["local_dir"], root)
+def fetch(data_params: dict, root: Path, out_dir: Path) -> dict:
+    """Fill `out_dir` from the configured source: `local` (the offline TSV copy), `hub` (pinned revision), or
+    `auto` (local if the folder exists, else hub). Returns where the data came from."""
     source = data_params["source"]
     if source not in ("auto", "local", "hub"):
         raise DataValidationError(f"data.source={source!r} is not one of auto, local, hub (see conf/data/)")
-    if source == "local" or (source == "auto" and local_dir.is_dir()):
-        if not local_dir.is_dir():
-            raise DataValidationError(
-                f"data.source=local but data.local_dir {local_dir} does not exist: point data.local_dir at a folder "
-                f"with {' and '.join(SPLIT_FILES.values())}, or set data.source=hub"
-            )
-        return load_local(local_dir, data_params["local_dir"])
-    return load_hub(data_params["hub_name"], data_params["hub_config"], data_params["hub_revision"])
+    local_dir = (root / Path(data_params["local_dir"]).expanduser()).resolve()
+    if source == "local" and not local_dir.is_dir():
+        raise DataValidationError(
+            f"data.source=local but data.local_dir {local_dir} does not exist: point data.local_dir at a folder "
+            f"with {' and '.join(SPLIT_FILES.values())}, or set data.source=hub"
+        )
+    staging = out_dir.with_name(out_dir.name + ".partial")  # out_dir is replaced only once the fetch succeeded
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        if source == "local" or (source == "auto" and local_dir.is_dir()):
+            fetch_local(local_dir, staging)
+            fetched = {"source": "local", "location": str(data_params["local_dir"])}
+        else:
+            revision = data_params["hub_revision"]
+            fetch_hub(data_params["hub_name"], data_params["hub_config"], revision, staging)
+            fetched = {"source": "hub", "location": f"{data_params['hub_name']}/{data_params['hub_config']}@{revision}"}
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+    return fetched
 
 
 # ---------------------------------------------------------------- validation and cleaning
@@ -188,7 +192,8 @@ def make_splits(raw: RawData, data_params: dict, seed: int) -> tuple[dict[str, p
         "test": test.reset_index(drop=True),
     }
     overlap = set(splits["train"]["sentence"]) & set(splits["validation"]["sentence"])
-    assert not overlap, f"train/validation overlap after cleaning: {sorted(overlap)[:3]}"
+    if overlap:  # cannot happen after clean_train's de-duplication; a bug if it does, so say so loudly
+        raise DataValidationError(f"train/validation overlap after cleaning: {sorted(overlap)[:3]}")
     return splits, report
 
 

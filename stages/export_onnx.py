@@ -16,14 +16,13 @@ import pandas as pd
 
 from app.predictor import BundlePredictor
 from cola import onnx_export as ox
-from cola.config import ROOT, load_params, write_json
+from cola.config import ROOT, declared_params, load_params, write_json
 
 MODEL_DIR = ROOT / "models" / "model"
 TEST_DATA = ROOT / "data" / "prepared" / "test.parquet"
 ONNX_DIR = ROOT / "artifacts" / "onnx"
 BUNDLE_DIR = ROOT / "artifacts" / "bundle"
 METRICS = ROOT / "reports" / "export" / "metrics.json"
-BUNDLE_PARAMS = ("seed", "data", "model", "train", "export")  # what made the bundle; all are stage params in dvc.yaml
 
 
 def check_bundle(bundle_dir: Path, sentences: list[str], expected_logits: np.ndarray, batch_size: int) -> float:
@@ -65,7 +64,7 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
     manifest = ox.write_bundle(
         bundle_dir, paths[served], ox.bundle_tokenizer(model_dir, max_length), ox.model_labels(model_dir),
         max_length, served,
-        params={k: params[k] for k in BUNDLE_PARAMS},
+        params=declared_params("export_onnx", params),  # exactly what DVC tracks for this stage
         metrics={"test": report[served], "pytorch_test": report["pytorch"]},
     )
     bundle_diff = check_bundle(bundle_dir, sentences, logits[served], cfg.batch_size)

@@ -177,3 +177,52 @@ def cache_path(repo: Path, out: str) -> Path:
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     md5 = next(o["md5"] for o in lock["stages"]["build"]["outs"] if o["path"] == out)
     return repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def test_raw_data_reaches_a_machine_without_the_source_through_s3(tmp_path, aws_env, monkeypatch):
+    """`python -m stages.get_data` versions data/raw on a machine that has the source; `dvc push` to S3; a clone
+    on a machine without the source (and, here, without the Hub) gets the same bytes with `dvc pull`."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never reach for the Hub from a test
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"sentence {i} .\t{i % 2}\n" for i in range(30)))
+    (source / "validation.tsv").write_text("sentence\tlabel\nthe cat sat .\t1\ncat the sat .\t0\n")
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    for name in ("cola", "stages"):
+        shutil.copytree(REPO_ROOT / name, origin / name, ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["data"].update(source="local", local_dir=str(source))
+    (origin / "params.yaml").write_text(yaml.safe_dump(params))
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=origin, check=True)
+    dvc(origin, "init", "-q")
+    shutil.copy(REPO_ROOT / ".dvc" / "config", origin / ".dvc" / "config")
+    got = subprocess.run([sys.executable, "-m", "stages.get_data"], cwd=origin, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(origin)})
+    assert got.returncode == 0, got.stderr
+    assert yaml.safe_load((origin / "data/raw.dvc").read_text())["meta"]["location"] == str(source)
+    use_s3(origin, aws_env)
+    dvc(origin, "push", "-r", "s3", "data/raw.dvc")
+    subprocess.run([*git, "add", "-A"], cwd=origin, check=True)
+    subprocess.run([*git, "commit", "-qm", "raw data"], cwd=origin, check=True)
+
+    shutil.rmtree(source)  # the other machine has no source
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
+    use_s3(clone, aws_env)
+    assert not (clone / "data/raw").exists()
+    dvc(clone, "pull", "-r", "s3", "data/raw.dvc")
+    assert snapshot(clone, ["data/raw"]) == snapshot(origin, ["data/raw"])
+    assert "up to date" in dvc(clone, "status", "data/raw.dvc").stdout
+
+    # Re-importing there fails with one clear line (what, why, the way out) and leaves the pulled bytes alone.
+    again = subprocess.run([sys.executable, "-m", "stages.get_data"], cwd=clone, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(clone)})
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert f"data.local_dir {source} does not exist" in again.stderr
+    assert snapshot(clone, ["data/raw"]) == snapshot(origin, ["data/raw"])

@@ -1,7 +1,9 @@
 """Pipeline tier: the real DVC CLI on a real git repo (a copy of this project) with the smoke config.
 
 Checks what a user relies on: every stage runs and writes its outputs, a second `dvc repro` skips everything,
-a param read only by `evaluate` reruns only `evaluate`, and `dvc exp run -S model.lr=...` makes an experiment.
+the truth table (docs/pipeline.md: for every edit of raw data, imported code or a param, `dvc status` lists exactly
+the stages the dependency rules expect), a param read only by `evaluate` reruns only `evaluate`, and
+`dvc exp run -S model.lr=...` makes an experiment.
 """
 
 import json
@@ -15,6 +17,7 @@ import pytest
 import yaml
 
 from cola.config import ROOT
+from tests import pipeline_rules as rules
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -62,6 +65,7 @@ def repo(tmp_path_factory, cola_dir):
     (repo / "conf" / "config.yaml").write_text(config + "\n" + yaml.safe_dump(values))
     run(repo, sys.executable, "-m", "cola.config")  # compose params.yaml inside the copy
     run(repo, "git", "init", "-q", "-b", "main")
+    run(repo, sys.executable, "-m", "stages.get_data")  # data/raw + data/raw.dvc, as on a fresh clone
     run(repo, "git", "add", "-A")
     run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
     return repo
@@ -72,10 +76,10 @@ def first_repro(repo):
     return run(repo, "dvc", "repro")
 
 
-def test_first_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
+def test_first_repro_runs_every_stage_and_writes_outputs(repo, first_repro, cola_dir):
     assert ran_stages(first_repro) == default_stages(repo)
     for path in ["data/prepared/train.parquet", "data/prepared/validation.parquet", "data/prepared/test.parquet",
-                 "data/prepared/source.json", "data/reference/stats.json", "models/model/config.json",
+                 "data/prepared/summary.json", "data/reference/stats.json", "models/model/config.json",
                  "models/model/model.safetensors", "reports/train/metrics.json",
                  "reports/train/misclassified_validation.csv", "reports/evaluate/metrics.json",
                  "reports/evaluate/plots/confusion.json", "reports/evaluate/misclassified.csv",
@@ -84,9 +88,14 @@ def test_first_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
         assert (repo / path).is_file(), f"{path} was not written"
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert set(lock) == default_stages(repo)
-    source = json.loads((repo / "data/prepared/source.json").read_text())
-    assert source["source"] == "local" and len(source["files"]["train.tsv"]) == 64
-    assert source["rows"]["test"] == 48
+    summary = json.loads((repo / "data/prepared/summary.json").read_text())
+    assert summary["rows"]["test"] == 48
+    raw = next(dep for dep in lock["prepare"]["deps"] if dep["path"] == "data/raw")
+    tracked = yaml.safe_load((repo / "data/raw.dvc").read_text())
+    assert raw["md5"] == tracked["outs"][0]["md5"]  # dvc.lock pins the exact raw bytes the run used
+    assert tracked["meta"] == {"source": "local", "location": str(cola_dir)}
+    for name in ("train.tsv", "validation.tsv"):
+        assert (repo / "data/raw" / name).read_bytes() == (cola_dir / name).read_bytes()
 
 
 def test_metrics_and_plots_commands_work(repo, first_repro):
@@ -104,6 +113,62 @@ def test_second_repro_skips_everything(repo, first_repro):
     output = run(repo, "dvc", "repro")
     assert ran_stages(output) == set()
     assert "Data and pipelines are up to date" in run(repo, "dvc", "status")
+
+
+def changed_stages(repo) -> set[str]:
+    return set(json.loads(run(repo, "dvc", "status", "--json", stdout_only=True)))
+
+
+def changed_value(value):
+    """A different value of the same kind (nothing runs: `dvc status` only compares)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 1
+    if isinstance(value, list):
+        return [*value, value[-1] if value else 1]
+    return 1 if value is None else f"{value}-changed"
+
+
+def set_key(params: dict, key: str, change) -> dict:
+    *parents, leaf = key.split(".")
+    node = params
+    for part in parents:
+        node = node[part]
+    node[leaf] = change(node[leaf])
+    return params
+
+
+def test_truth_table_status_lists_exactly_the_expected_stages(repo, first_repro):
+    """Each edit alone, then restored: `dvc status` must list exactly what the dependency rules expect."""
+    raw = repo / "data/raw/train.tsv"
+    params_file = repo / "params.yaml"
+    params_text = params_file.read_text()
+    wrong = []
+    for edit, expected in rules.truth_table(repo):
+        if edit.startswith("one byte of"):
+            target, original = raw, raw.read_bytes()
+            changed = original[:-2] + bytes([original[-2] ^ 1]) + original[-1:]  # a label 0 <-> 1
+        elif edit.startswith("a comment in"):
+            target = repo / edit.removeprefix("a comment in ")
+            original = target.read_bytes()
+            changed = original + b"\n# truth-table probe\n"
+        else:
+            key = edit.removeprefix("params.yaml ")
+            target, original = params_file, params_text.encode()
+            params = yaml.safe_load(params_text)
+            changed = yaml.safe_dump(set_key(params, key, changed_value), sort_keys=False).encode()
+        target.unlink()  # a new file, never a write into a cache-linked one
+        target.write_bytes(changed)
+        try:
+            seen = changed_stages(repo)
+        finally:
+            target.unlink()
+            target.write_bytes(original)
+        if seen != expected:
+            wrong.append(f"{edit}: dvc status lists {sorted(seen)}, expected {sorted(expected)}")
+    assert not wrong, "\n".join(wrong)
+    assert changed_stages(repo) == set()
 
 
 def test_param_read_only_by_evaluate_reruns_only_evaluate(repo, first_repro):

@@ -8,11 +8,10 @@ import pytest
 from cola.data import (
     DataValidationError,
     clean_train,
-    load,
-    load_local,
+    fetch,
+    load_raw,
     make_splits,
     reference_stats,
-    resolve_local_dir,
 )
 from cola.model import load_tokenizer
 
@@ -32,13 +31,10 @@ def make_dir(tmp_path, train_rows=None, test_rows=None):
     return tmp_path
 
 
-def test_load_local_reads_both_files_and_records_hashes(tmp_path):
-    raw = load_local(make_dir(tmp_path), "my/dir")
+def test_load_raw_reads_both_files(tmp_path):
+    raw = load_raw(make_dir(tmp_path))
     assert len(raw.train) == 40 and len(raw.test) == 10
     assert raw.train["label"].dtype.kind == "i"
-    assert raw.source["source"] == "local" and raw.source["location"] == "my/dir"
-    assert set(raw.source["files"]) == {"train.tsv", "validation.tsv"}
-    assert all(len(h) == 64 for h in raw.source["files"].values())
 
 
 @pytest.mark.parametrize(
@@ -57,13 +53,13 @@ def test_bad_training_data_fails_naming_file_line_and_problem(tmp_path, rows, he
     make_dir(tmp_path)
     write_tsv(tmp_path / "train.tsv", rows, header)
     with pytest.raises(DataValidationError, match=expected):
-        load_local(tmp_path)
+        load_raw(tmp_path)
 
 
 def test_all_problems_are_reported_at_once(tmp_path):
     make_dir(tmp_path, test_rows=["ok\t1", "\t1", "fine\t7"])
     with pytest.raises(DataValidationError) as info:
-        load_local(tmp_path)
+        load_raw(tmp_path)
     message = str(info.value)
     assert "validation.tsv line 4: label must be 0 or 1" in message
     assert "validation.tsv line 3: sentence is empty" in message
@@ -73,30 +69,39 @@ def test_missing_file_and_non_utf8_are_clear_errors(tmp_path):
     make_dir(tmp_path)
     (tmp_path / "validation.tsv").unlink()
     with pytest.raises(DataValidationError, match=r"validation.tsv: file not found"):
-        load_local(tmp_path)
+        load_raw(tmp_path)
     make_dir(tmp_path)
     (tmp_path / "train.tsv").write_bytes(b"sentence\tlabel\n\xff\xfe bad\t1\n")
     with pytest.raises(DataValidationError, match=r"train.tsv: cannot be read as UTF-8"):
-        load_local(tmp_path)
+        load_raw(tmp_path)
 
 
-def test_source_switch(tmp_path):
+HUB = {"hub_name": "x", "hub_config": "y", "hub_revision": "z"}
+
+
+def test_fetch_copies_the_local_source_byte_for_byte(tmp_path):
+    (tmp_path / "src").mkdir()
+    source = make_dir(tmp_path / "src")
+    out = tmp_path / "project" / "data" / "raw"
+    (out).mkdir(parents=True)
+    (out / "stale.tsv").write_text("left over from an earlier fetch")
+    params = {"source": "auto", "local_dir": "../src", **HUB}  # relative to the project root
+    assert fetch(params, tmp_path / "project", out) == {"source": "local", "location": "../src"}
+    assert sorted(p.name for p in out.iterdir()) == ["train.tsv", "validation.tsv"]
+    for name in ("train.tsv", "validation.tsv"):
+        assert (out / name).read_bytes() == (source / name).read_bytes()
+
+
+def test_fetch_source_switch_errors_are_clear(tmp_path):
     make_dir(tmp_path)
-    params = {"source": "auto", "local_dir": str(tmp_path), "hub_name": "x", "hub_config": "y", "hub_revision": "z"}
-    assert load(params, tmp_path).source["source"] == "local"
+    params = {"source": "local", "local_dir": str(tmp_path / "missing"), **HUB}
     with pytest.raises(DataValidationError, match="data.source=local but data.local_dir"):
-        load({**params, "source": "local", "local_dir": str(tmp_path / "missing")}, tmp_path)
+        fetch(params, tmp_path, tmp_path / "out")
     with pytest.raises(DataValidationError, match="not one of auto, local, hub"):
-        load({**params, "source": "s3"}, tmp_path)
-
-
-def test_relative_local_dir_means_the_same_folder_inside_a_queued_experiment(tmp_path):
-    project = tmp_path / "project"
-    queued = project / ".dvc" / "tmp" / "exps" / "tmpab12cd"  # where `dvc queue start` runs an experiment
-    expected = (tmp_path / "shared" / "cola").resolve()
-    assert resolve_local_dir("../shared/cola", project) == expected
-    assert resolve_local_dir("../shared/cola", queued) == expected
-    assert resolve_local_dir("/abs/cola", queued) == Path("/abs/cola")
+        fetch({**params, "source": "s3"}, tmp_path, tmp_path / "out")
+    (tmp_path / "validation.tsv").unlink()
+    with pytest.raises(DataValidationError, match=r"validation.tsv: file not found; data.local_dir must hold"):
+        fetch({**params, "local_dir": str(tmp_path)}, tmp_path, tmp_path / "out")
 
 
 def test_cleaning_removes_leakage_contradictions_and_duplicates():
@@ -117,7 +122,7 @@ def test_cleaning_removes_leakage_contradictions_and_duplicates():
 
 def test_splits_are_stratified_seeded_and_disjoint(tmp_path):
     rows = [f"sentence {i}\t{int(i % 10 < 7)}" for i in range(400)]  # 70 % acceptable, like CoLA
-    raw = load_local(make_dir(tmp_path, train_rows=rows))
+    raw = load_raw(make_dir(tmp_path, train_rows=rows))
     splits, _ = make_splits(raw, SPLIT, seed=1)
     again, _ = make_splits(raw, SPLIT, seed=1)
     other, _ = make_splits(raw, SPLIT, seed=2)
@@ -131,7 +136,7 @@ def test_splits_are_stratified_seeded_and_disjoint(tmp_path):
 
 def test_subset_params_shrink_train_and_test_stratified(tmp_path):
     rows = [f"sentence {i}\t{int(i % 10 < 7)}" for i in range(400)]
-    raw = load_local(make_dir(tmp_path, train_rows=rows))
+    raw = load_raw(make_dir(tmp_path, train_rows=rows))
     splits, _ = make_splits(raw, {**SPLIT, "max_train_rows": 100, "max_test_rows": 6}, seed=0)
     assert len(splits["train"]) + len(splits["validation"]) == 100
     assert len(splits["test"]) == 6
@@ -153,10 +158,23 @@ def test_reference_stats_describe_lengths_labels_and_vocabulary():
 
 
 def test_real_cola_copy_loads_and_splits_without_leakage(cola_dir):
-    raw = load_local(cola_dir)
+    raw = load_raw(cola_dir)
     assert (len(raw.train), len(raw.test)) == (8551, 1043)
     splits, report = make_splits(raw, {**SPLIT, "val_fraction": 0.1}, seed=42)
     assert not set(splits["train"]["sentence"]) & set(splits["test"]["sentence"])
     assert not set(splits["validation"]["sentence"]) & set(splits["test"]["sentence"])
     assert report["train_rows_also_in_test"] > 0  # the public release does overlap; we remove it
     assert 0.65 < splits["train"]["label"].mean() < 0.75
+
+
+def test_a_failed_fetch_keeps_the_data_already_there(tmp_path):
+    out = tmp_path / "raw"
+    out.mkdir()
+    (out / "train.tsv").write_text("pulled earlier")
+    (tmp_path / "src").mkdir()
+    source = make_dir(tmp_path / "src")
+    (source / "validation.tsv").unlink()
+    with pytest.raises(DataValidationError, match="validation.tsv: file not found"):
+        fetch({"source": "auto", "local_dir": str(source), **HUB}, tmp_path, out)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("raw")] == ["raw"]
+    assert (out / "train.tsv").read_text() == "pulled earlier"
