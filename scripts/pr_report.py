@@ -2,10 +2,15 @@
 
     python scripts/pr_report.py --base origin/main --out report.md
 
-Sections: parameter changes (`dvc params diff --md`), serving latency from the benchmark metrics, metric changes
-(`dvc metrics diff --md`), and every plot declared in dvc.yaml rendered to PNG for both revisions (DVC's own
-Vega-Lite templates, rendered offline by vl-convert). Images go next to the report and are linked relatively, which
-is how `cml comment update` finds and uploads them. Run it from the repository root after `dvc repro`.
+On top, for a 30-second read: a table of the key figures, base → this PR — test MCC (evaluate), the served
+model's MCC and size (export), its p50 latency at the smallest batch size with the same-run speedups over PyTorch
+eager and pad-to-128, and its cold start (benchmark headline) — and a warning when the timings come from a
+different machine than the base's (the benchmark's fingerprints differ). Below, collapsed: parameter changes
+(`dvc params diff --md`), every metric change (`dvc metrics diff --md`), every plot declared in dvc.yaml rendered
+to PNG for both revisions (DVC's own Vega-Lite templates, rendered offline by vl-convert) and DVC's warnings.
+Images go next to the report and are linked relatively, which is how `cml comment update` finds and uploads them.
+Run it from the repository root after `dvc repro`. A figure missing in a revision (no benchmark yet, an older
+format) shows as "—".
 """
 
 from __future__ import annotations
@@ -17,7 +22,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-LATENCY = re.compile(r"latency|_ms\b|\bms\b|throughput|rps", re.IGNORECASE)
+# The benchmark's file and key names are defined once, in the stage that writes them.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stages import benchmark as bench  # noqa: E402
+
+EVALUATE_METRICS = "reports/evaluate/metrics.json"  # stages/evaluate.py: test metrics at the top level
+EXPORT_METRICS = "reports/export/metrics.json"  # stages/export_onnx.py: "served" = the bundle's variant
+BENCHMARK_DIR = bench.OUT_DIR.relative_to(bench.ROOT).as_posix()
+BENCHMARK_METRICS = f"{BENCHMARK_DIR}/{bench.METRICS_JSON}"
+BENCHMARK_RUN = f"{BENCHMARK_DIR}/{bench.RUN_JSON}"
+MISSING = "—"
 
 
 class ReportError(RuntimeError):
@@ -49,33 +63,89 @@ def git_short(rev: str) -> str:
     return result.stdout.strip() if result.returncode == 0 else rev
 
 
-def fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "—" if value is None else str(value)
+def number(value) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def latency_table(metrics_diff: dict, base: str) -> str:
-    """Benchmark latencies (any metric whose file or name says benchmark/latency), with the relative change."""
-    rows = []
-    for path, metrics in sorted(metrics_diff.items()):
-        for name, values in sorted(metrics.items()):
-            if "benchmark" not in path and not LATENCY.search(name):
-                continue
-            old, new = values.get("old"), values.get("new")
-            change = ""
-            if isinstance(old, int | float) and isinstance(new, int | float) and old:
-                change = f"{new - old:+.4g} ({(new - old) / abs(old):+.1%})"
-            rows.append(f"| {path} | {name} | {fmt(old)} | {fmt(new)} | {change} |")
-    if not rows:
-        return "_No benchmark metrics in either revision (run the `benchmark` stage)._"
-    header = f"| Path | Metric | {base} | this PR | Change |\n|---|---|---|---|---|\n"
-    return header + "\n".join(rows)
+def key_rows(batch: int) -> list[tuple[str, str, str, str, str]]:
+    """(label, metrics file, DVC's flattened key, value format, change: "abs" difference or "rel" percent)."""
+    head, bs = bench.HEADLINE, f"{bench.HEADLINE}.bs{batch}"
+    speedup = bench.SPEEDUP_VS
+    return [
+        ("Test MCC (evaluate)", EVALUATE_METRICS, "mcc", "{:.4f}", "abs"),
+        ("Served MCC (export, test split)", EXPORT_METRICS, "served.mcc", "{:.4f}", "abs"),
+        (f"Served p50 latency, batch {batch}", BENCHMARK_METRICS, f"{bs}.{bench.SERVED_P50}", "{:.2f} ms", "rel"),
+        (f"Speedup vs PyTorch eager, batch {batch}", BENCHMARK_METRICS, f"{bs}.{speedup['pytorch']}", "{:.1f}×", "rel"),
+        (f"Speedup vs pad-to-128, batch {batch}", BENCHMARK_METRICS, f"{bs}.{speedup['ort_fp32_pad128']}", "{:.1f}×", "rel"),
+        ("Served model size", EXPORT_METRICS, "served.size_mb", "{:.1f} MB", "rel"),
+        ("Served cold start", BENCHMARK_METRICS, f"{head}.{bench.SERVED_COLD_START}", "{:.2f} s", "rel"),
+    ]
 
 
-def table_or(markdown: str, empty: str) -> str:
-    """DVC prints a bare header row when nothing changed."""
-    return markdown if len(markdown.strip().splitlines()) > 2 else empty
+def smallest_batch(metrics: dict) -> int:
+    """The smallest batch size in the benchmark headline of either revision (1 if there is none)."""
+    pattern = re.compile(rf"{re.escape(bench.HEADLINE)}\.bs(\d+)\.{re.escape(bench.SERVED_P50)}")
+    sizes = [int(m[1]) for key in metrics.get(BENCHMARK_METRICS, {}) if (m := pattern.fullmatch(key))]
+    return min(sizes, default=1)
+
+
+def change(old: float | None, new: float | None, kind: str) -> str:
+    if old is None or new is None:
+        return MISSING
+    if kind == "abs":
+        return f"{new - old:+.4f}"
+    return f"{(new - old) / abs(old):+.1%}" if old else MISSING
+
+
+def key_table(metrics: dict, base: str) -> str:
+    """metrics: `dvc metrics diff --all --json`, i.e. {file: {flattened key: {"old": …, "new": …}}}."""
+    lines = [f"| | `{base}` | this PR | change |", "|---|---|---|---|"]
+    for label, path, key, form, kind in key_rows(smallest_batch(metrics)):
+        values = metrics.get(path, {}).get(key, {})
+        old, new = number(values.get("old")), number(values.get("new"))
+        shown = [MISSING if v is None else form.format(v) for v in (old, new)]
+        lines.append(f"| {label} | {shown[0]} | {shown[1]} | {change(old, new, kind)} |")
+    return "\n".join(lines)
+
+
+def machine(text: str | None) -> dict | None:
+    """The benchmark's machine fingerprint from run.json text; None if absent or unreadable (older format)."""
+    try:
+        found = json.loads(text).get(bench.MACHINE) if text else None
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def machine_note(base: str) -> str | None:
+    """A warning line when both revisions' benchmarks have fingerprints and they differ."""
+    shown = subprocess.run(["git", "show", f"{base}:{BENCHMARK_RUN}"], capture_output=True, text=True)
+    old = machine(shown.stdout if shown.returncode == 0 else None)
+    new = machine(Path(BENCHMARK_RUN).read_text() if Path(BENCHMARK_RUN).is_file() else None)
+    if not old or not new or old == new:
+        return None
+
+    def show(value) -> str:  # cpu_flags is a list
+        if isinstance(value, list):
+            return " ".join(map(str, value)) or "none"
+        return MISSING if value is None else str(value)
+
+    keys = sorted(old.keys() | new.keys())
+    diffs = [f"{key} {show(old.get(key))} → {show(new.get(key))}" for key in keys if old.get(key) != new.get(key)]
+    return (
+        f"⚠️ **Timing ran on a different machine or runtime than `{base}`** ({'; '.join(diffs)}): "
+        "compare the speedups, each measured side by side in one run, not the absolute times."
+    )
+
+
+def details(summary: str, body: str) -> str:
+    """A collapsed section; the blank lines let GitHub render the markdown inside."""
+    return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
+
+
+def table_rows(markdown: str) -> int:
+    """Data rows of a DVC markdown table (DVC prints a bare header row when nothing changed)."""
+    return max(len(markdown.strip().splitlines()) - 2, 0)
 
 
 def slug(text: str) -> str:
@@ -99,7 +169,7 @@ def render_plots(dvc: Dvc, base: str, image_dir: Path, link_prefix: str) -> list
                 continue
             (image_dir / name).write_bytes(png)
             lines.append(f"#### {title}\n\n![{title}]({link_prefix}{name})\n")
-    return lines or ["_No plots declared in dvc.yaml._"]
+    return lines
 
 
 def build_report(base: str, out: Path, with_plots: bool = True) -> str:
@@ -108,21 +178,24 @@ def build_report(base: str, out: Path, with_plots: bool = True) -> str:
     metrics_md = dvc("metrics", "diff", base, "--md").strip()
     metrics_all = json.loads(dvc("metrics", "diff", base, "--all", "--json") or "{}")
 
+    top = [f"### Pipeline: this PR vs `{base}` ({git_short(base)})", key_table(metrics_all, base)]
+    note = machine_note(base)
+    if note:
+        top.append(note)
+
+    n_params, n_metrics = table_rows(params_md), table_rows(metrics_md)
     sections = [
-        f"## Pipeline report: this PR vs `{base}` ({git_short(base)})",
-        "### Parameters changed",
-        table_or(params_md, "_No parameter changes._"),
-        "### Serving latency (benchmark)",
-        latency_table(metrics_all, base),
-        "### Metrics changed",
-        table_or(metrics_md, "_No metric changed._"),
+        details(f"Parameters changed ({n_params})", params_md if n_params else "_No parameter changes._"),
+        details(f"All metric changes ({n_metrics})", metrics_md if n_metrics else "_No metric changed._"),
     ]
     if with_plots:
         image_dir = out.parent / f"{out.stem}-images"
-        sections += ["### Plots", *render_plots(dvc, base, image_dir, f"./{image_dir.name}/")]
-    if dvc.warnings:
-        sections += ["### DVC warnings", "\n".join(f"- {w}" for w in dict.fromkeys(dvc.warnings))]
-    return "\n\n".join(sections) + "\n"
+        plots = render_plots(dvc, base, image_dir, f"./{image_dir.name}/")
+        sections.append(details(f"Plots ({len(plots)})", "\n".join(plots) or "_No plots declared in dvc.yaml._"))
+    warnings = list(dict.fromkeys(dvc.warnings))
+    if warnings:
+        sections.append(details(f"DVC warnings ({len(warnings)})", "\n".join(f"- {w}" for w in warnings)))
+    return "\n\n".join(top + sections) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

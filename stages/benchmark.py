@@ -1,4 +1,4 @@
-"""benchmark: latency, throughput, memory and accuracy of every way to serve the model, plus cold start.
+"""benchmark: latency, throughput and memory of every way to serve the model, plus cold start.
 
 Variants (params benchmark.variants):
     pytorch          transformers model, eager mode under torch.inference_mode()
@@ -12,17 +12,28 @@ Variants (params benchmark.variants):
 Latency is per batch call on pre-tokenised test sentences (except `bundle`). Each (variant, batch size)
 runs in a fresh process so its peak RSS is its own. Cold start = process start → first prediction.
 
-Outputs: reports/benchmark/metrics.json and reports/benchmark/plots/{latency,throughput}.json.
+Timing only: quality (accuracy, MCC) and model size per variant have one home, reports/export/metrics.json
+(export_onnx scores every variant on the whole test split). Timings depend on the machine, so the benchmark
+records its fingerprint and puts same-run ratios first.
+
+Outputs, in reports/benchmark/:
+    metrics.json   headline (served vs PyTorch and vs pad-to-128, at the smallest and largest batch size),
+                   variants (per-case latency percentiles, throughput, peak RSS), cold_start_s
+    run.json       what the figures depend on but are not: machine fingerprint, settings, iteration counts
+                   (not a DVC metric, so `dvc metrics diff` shows no "changes" that are not)
+    plots/{latency,throughput}.json
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from importlib import metadata
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -36,11 +47,24 @@ MODEL_DIR = ROOT / "models" / "model"
 TEST_DATA = ROOT / "data" / "prepared" / "test.parquet"
 ONNX_DIR = ROOT / "artifacts" / "onnx"
 BUNDLE_DIR = ROOT / "artifacts" / "bundle"
-OUT_DIR = ROOT / "reports" / "benchmark"
 ONNX_VARIANTS = {"ort_fp32": "fp32", "ort_optimized": "optimized", "ort_int8": "int8", "ort_fp32_pad128": "fp32"}
 BUNDLE_VARIANTS = ("bundle", "bundle_bucketed")
 VARIANTS = ("pytorch", *ONNX_VARIANTS, *BUNDLE_VARIANTS)
 SAMPLE = "The cat sat on the mat."
+
+# The contract with scripts/pr_report.py, which imports these names and reads them in both revisions' files.
+OUT_DIR = ROOT / "reports" / "benchmark"
+METRICS_JSON, RUN_JSON = "metrics.json", "run.json"  # in OUT_DIR
+HEADLINE = "headline"  # metrics.json: {"bs<n>": {SERVED_P50: ms, <SPEEDUP_VS value>: ratio}, SERVED_COLD_START: s}
+SERVED = "bundle"  # the real served path (app.predictor.BundlePredictor on raw text) ...
+SPEEDUP_VS = {"pytorch": "speedup_vs_pytorch", "ort_fp32_pad128": "speedup_vs_pad128"}  # ... timed against these
+SERVED_P50 = "served_p50_ms"
+SERVED_COLD_START = "served_cold_start_s"
+MACHINE = "machine"  # run.json: the fingerprint; two runs' timings compare only if these are equal
+
+# /proc/cpuinfo flags that change which kernels ONNX Runtime and torch use (x86, then Arm).
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8",
+             "amx_bf16", "asimddp", "i8mm", "sve")
 
 COLD_START = {
     "bundle": "import sys\nfrom app.predictor import BundlePredictor\n"
@@ -97,34 +121,30 @@ def peak_rss_mb() -> float:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
 
 
-def measure_case(variant: str, batch_size: int, sentences: list[str], cfg: dict, paths: dict, max_length: int,
-                 full_pass: bool) -> dict:
+def measure_case(variant: str, batch_size: int, sentences: list[str], cfg: dict, paths: dict, max_length: int) -> dict:
     """Runs in its own process. Times batch calls over the test sentences (in order, cycling) after a
-    warm-up, for at least min_seconds and until min_iterations or max_seconds is reached. With full_pass,
-    also returns a prediction for every sentence (the timed calls' outputs, completed untimed if needed)."""
+    warm-up, for at least min_seconds and until min_iterations or max_seconds is reached."""
     prepare, predict = make_runner(variant, threads=cfg["threads"], pad_to=cfg["pad_to"], max_length=max_length, **paths)
-    order = np.arange(len(sentences))
     if variant.endswith("_bucketed"):
         tokenizer = ox.bundle_tokenizer(paths["model_dir"], max_length)
         lengths = [sum(e.attention_mask) for e in tokenizer.encode_batch(sentences)]  # ids are padded
-        order = np.argsort(lengths, kind="stable")
-        sentences = [sentences[i] for i in order]
+        sentences = [sentences[i] for i in np.argsort(lengths, kind="stable")]
     chunks = list(ox.batches(sentences, batch_size))
     inputs = [prepare(chunk) for chunk in chunks]
     for i in range(cfg["warmup"]):
         predict(inputs[i % len(inputs)])
-    times, outputs, counted, started = [], {}, 0, time.perf_counter()
+    times, counted, started = [], 0, time.perf_counter()
     while True:
         i = len(times) % len(inputs)
         t0 = time.perf_counter()
-        outputs[i] = predict(inputs[i])
+        predict(inputs[i])
         times.append(time.perf_counter() - t0)
         counted += len(chunks[i])
         elapsed = time.perf_counter() - started
         if elapsed >= cfg["min_seconds"] and (len(times) >= cfg["min_iterations"] or elapsed >= cfg["max_seconds"]):
             break
     ms = np.array(times) * 1000
-    result = {
+    return {
         "p50_ms": float(np.percentile(ms, 50)),
         "p95_ms": float(np.percentile(ms, 95)),
         "p99_ms": float(np.percentile(ms, 99)),
@@ -132,11 +152,6 @@ def measure_case(variant: str, batch_size: int, sentences: list[str], cfg: dict,
         "iterations": len(times),
         "peak_rss_mb": peak_rss_mb(),
     }
-    if full_pass:
-        preds = np.empty(len(sentences), dtype=int)
-        preds[order] = np.concatenate([outputs[i] if i in outputs else predict(x) for i, x in enumerate(inputs)])
-        result["preds"] = preds.tolist()  # in test-split order
-    return result
 
 
 def cold_start(kind: str, paths: dict, threads: int, repeats: int) -> float:
@@ -153,6 +168,56 @@ def cold_start(kind: str, paths: dict, threads: int, repeats: int) -> float:
     return statistics.median(samples[1:])
 
 
+def parse_cpuinfo(text: str) -> tuple[str | None, list[str]]:
+    """(CPU model name, the CPU_FLAGS it has) from /proc/cpuinfo: x86 says `model name`/`flags`, Arm
+    `Features` (and often no model name)."""
+    model, flags = None, set()
+    for line in text.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "model name" and model is None:
+            model = value
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return model, [flag for flag in CPU_FLAGS if flag in flags]
+
+
+def machine_fingerprint() -> dict:
+    """What timings depend on besides the code: CPU, its vector extensions, cores, runtime versions."""
+    cpuinfo = Path("/proc/cpuinfo")
+    model, flags = parse_cpuinfo(cpuinfo.read_text()) if cpuinfo.exists() else (None, [])
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)  # no import: torch would cost seconds here
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "cpu": model or platform.processor() or platform.machine(),
+        "cpu_flags": flags,
+        "logical_cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "onnxruntime": version("onnxruntime"),
+        "torch": version("torch"),
+    }
+
+
+def headline(results: dict, cold: dict, batch_sizes: list[int]) -> dict:
+    """The reviewer's figures: the served path's p50 at the smallest and largest batch size and how many
+    times faster it is than each SPEEDUP_VS variant at the same batch size, in this same run (ratios are less
+    machine-dependent than absolute times), plus its cold start."""
+    out = {}
+    if SERVED in results:
+        for bs in sorted({batch_sizes[0], batch_sizes[-1]}):
+            p50 = {variant: r[f"bs{bs}"]["p50_ms"] for variant, r in results.items()}
+            out[f"bs{bs}"] = {SERVED_P50: p50[SERVED]} | {
+                key: p50[other] / p50[SERVED] for other, key in SPEEDUP_VS.items() if other in p50
+            }
+    if SERVED in cold:
+        out[SERVED_COLD_START] = cold[SERVED]
+    return out
+
+
 def wide_rows(results: dict, key: str, batch_sizes: list[int]) -> list[dict]:
     """One row per batch size, one column per variant: DVC draws a line per column."""
     return [{"batch_size": bs} | {v: round(r[f"bs{bs}"][key], 3) for v, r in results.items()} for bs in batch_sizes]
@@ -162,8 +227,6 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
         bundle_dir: Path = BUNDLE_DIR, out_dir: Path = OUT_DIR, params: dict | None = None) -> dict:
     import pandas as pd
 
-    from cola.metrics import classification_metrics
-
     params = params or load_params()
     cfg, max_length = dict(params.benchmark), params.model.max_length
     unknown = [v for v in cfg["variants"] if v not in VARIANTS]
@@ -172,30 +235,23 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
     test = pd.read_parquet(test_data)
     if cfg["max_sentences"]:
         test = test.head(cfg["max_sentences"])
-    sentences, labels = test["sentence"].tolist(), test["label"].to_numpy()
+    sentences = test["sentence"].tolist()
     paths = {"model_dir": model_dir, "onnx_dir": onnx_dir, "bundle_dir": bundle_dir}
     batch_sizes = sorted(cfg["batch_sizes"])
 
     results: dict[str, dict] = {}
+    iterations: dict[str, dict] = {}
     cases = [(v, bs) for v in cfg["variants"] for bs in batch_sizes]
-    progress = tqdm(total=len(cases) + 2, desc="benchmark", unit="case")
+    progress = tqdm(total=len(cases) + len(COLD_START), desc="benchmark", unit="case")
     for variant, bs in cases:
         progress.set_postfix_str(f"{variant} batch {bs}")
         # A fresh process per case: its peak RSS is this variant's alone, and torch never loads next to ORT.
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-            case = pool.submit(measure_case, variant, bs, sentences, cfg, paths, max_length,
-                               full_pass=bs == batch_sizes[-1]).result()
-        entry = results.setdefault(variant, {})
-        if "preds" in case:
-            entry.update(classification_metrics(labels, np.eye(2)[case.pop("preds")]))
-        entry["peak_rss_mb"] = max(entry.get("peak_rss_mb", 0), case["peak_rss_mb"])
-        entry[f"bs{bs}"] = case
+            case = pool.submit(measure_case, variant, bs, sentences, cfg, paths, max_length).result()
+        # The iteration count follows from machine speed and settings: run.json, not a metric.
+        iterations.setdefault(variant, {})[f"bs{bs}"] = case.pop("iterations")
+        results.setdefault(variant, {})[f"bs{bs}"] = case
         progress.update()
-    for variant, entry in results.items():
-        model_file = bundle_dir / "model.onnx" if variant in BUNDLE_VARIANTS else (
-            onnx_dir / ox.VARIANT_FILES[ONNX_VARIANTS[variant]] if variant in ONNX_VARIANTS else model_dir / "model.safetensors")
-        entry["size_mb"] = model_file.stat().st_size / 2**20
-        entry.pop("roc_auc", None)  # from hard labels it says nothing
 
     cold = {}
     for kind in COLD_START:
@@ -204,42 +260,26 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
         progress.update()
     progress.close()
 
-    metrics = {
-        "settings": {"threads": cfg["threads"], "n_sentences": len(sentences), "cpu_count": os.cpu_count()},
-        "variants": results,
-        "cold_start_s": cold,
-        "goals": goals(results, cold, params.export.served_variant, batch_sizes),
-    }
-    write_json(out_dir / "metrics.json", metrics)
+    metrics = {HEADLINE: headline(results, cold, batch_sizes), "variants": results, "cold_start_s": cold}
+    write_json(out_dir / METRICS_JSON, metrics)
+    write_json(out_dir / RUN_JSON, {
+        MACHINE: machine_fingerprint(),
+        "settings": {"threads": cfg["threads"], "n_sentences": len(sentences), "batch_sizes": batch_sizes},
+        "iterations": iterations,
+    })
     write_json(out_dir / "plots" / "latency.json", wide_rows(results, "p50_ms", batch_sizes))
     write_json(out_dir / "plots" / "throughput.json", wide_rows(results, "sentences_per_s", batch_sizes))
     print(table(results, batch_sizes, cold))
     return metrics
 
 
-def goals(results: dict, cold: dict, served: str, batch_sizes: list[int]) -> dict:
-    """The issue's goal figures for the served ONNX variant (where the variants needed were measured)."""
-    served_key, small, large = f"ort_{served}", f"bs{batch_sizes[0]}", f"bs{batch_sizes[-1]}"
-    out = {"cold_start_bundle_s": cold["bundle"]}
-    if served_key in results:
-        out[f"served_{small}_p50_ms"] = results[served_key][small]["p50_ms"]
-        out[f"served_{large}_sentences_per_s"] = results[served_key][large]["sentences_per_s"]
-        if "pytorch" in results:
-            out[f"served_{small}_speedup_vs_pytorch"] = results["pytorch"][small]["p50_ms"] / results[served_key][small]["p50_ms"]
-        if "ort_fp32" in results and "mcc" in results[served_key]:
-            out["served_mcc_drop_vs_fp32"] = results["ort_fp32"]["mcc"] - results[served_key]["mcc"]
-    return out
-
-
 def table(results: dict, batch_sizes: list[int], cold: dict) -> str:
-    lines = [f"{'variant':16s} {'batch':>5s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'sent/s':>8s} "
-             f"{'RSS MB':>7s} {'size MB':>7s} {'acc':>6s} {'mcc':>6s}"]
+    lines = [f"{'variant':16s} {'batch':>5s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'sent/s':>8s} {'RSS MB':>7s}"]
     for variant, r in results.items():
         for bs in batch_sizes:
             c = r[f"bs{bs}"]
             lines.append(f"{variant:16s} {bs:5d} {c['p50_ms']:8.2f} {c['p95_ms']:8.2f} {c['p99_ms']:8.2f} "
-                         f"{c['sentences_per_s']:8.0f} {c['peak_rss_mb']:7.0f} {r['size_mb']:7.1f} "
-                         f"{r.get('accuracy', float('nan')):6.3f} {r.get('mcc', float('nan')):6.3f}")
+                         f"{c['sentences_per_s']:8.0f} {c['peak_rss_mb']:7.0f}")
     lines += [f"cold start {kind}: {seconds:.2f} s" for kind, seconds in cold.items()]
     return "\n".join(lines)
 
