@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import email.message
 import json
+import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.settings import Settings
+
+# "Only whitespace" means only characters of this class: Unicode White_Space, plus \x1c-\x1f (Python's
+# str.isspace() counts them) and \ufeff (ECMA-262's \s counts it); so whatever a Python or JavaScript client
+# strips away, we call empty too. Explicit \uXXXX ranges, never \s or \S: those differ between Python `re`,
+# ECMA-262 (what OpenAPI tools and schemathesis read the schema with) and Rust `regex` (pydantic), and a schema
+# that disagrees with the validator makes schemathesis report valid data rejected (docs/serving.md).
+WHITESPACE_CLASS = r"\u0009-\u000d\u001c-\u001f\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+# JSON Schema `pattern` is unanchored (a search), like re.search: a sentence needs one character outside the class.
+SENTENCE_PATTERN = f"[^{WHITESPACE_CLASS}]"
+_HAS_CONTENT = re.compile(SENTENCE_PATTERN)
 
 
 class InputError(Exception):
@@ -22,7 +33,9 @@ class InputError(Exception):
 
 def request_schema(settings: Settings) -> type[BaseModel]:
     """The documented body of POST /predict; parse_body() enforces the same rules with clearer messages."""
-    sentence = {"type": "string", "minLength": 1, "maxLength": settings.max_chars, "pattern": r"\S"}
+    # Lone surrogates (JSON "\ud800") are rejected too, but only the description says so: a pattern cannot
+    # express it portably (Rust and UTF-8 based validators cannot even hold such a string).
+    sentence = {"type": "string", "minLength": 1, "maxLength": settings.max_chars, "pattern": SENTENCE_PATTERN}
 
     class PredictRequest(BaseModel):
         model_config = ConfigDict(
@@ -35,7 +48,8 @@ def request_schema(settings: Settings) -> type[BaseModel]:
                             {"type": "array", "items": sentence, "minItems": 1, "maxItems": settings.max_sentences},
                         ],
                         "description": f"One sentence, or a list of 1 to {settings.max_sentences} sentences "
-                        f"(each 1 to {settings.max_chars} characters, not only whitespace).",
+                        f"(each 1 to {settings.max_chars} characters, not only whitespace, "
+                        "no unpaired UTF-16 surrogate escapes).",
                         "examples": ["The cat sat on the mat.", ["The cat sat on the mat.", "Cat the mat on sat."]],
                     }
                 }
@@ -91,7 +105,7 @@ def check_sentences(texts: list, settings: Settings, as_list: bool = False) -> l
         where = f"text[{i}]" if as_list else "text"
         if not isinstance(text, str):
             raise InputError(422, "invalid_text", f"{where} must be a string, not {_json_type(text)}")
-        if not text.strip():
+        if not _HAS_CONTENT.search(text):  # the schema's own pattern, so both call the same strings empty
             raise InputError(422, "empty_text", f"{where} is empty or only whitespace: send a sentence")
         if len(text) > settings.max_chars:
             raise InputError(

@@ -4,10 +4,19 @@ model (LightningModule, export parity), and slow integration tiers (DVC CLI, con
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from cola.config import ROOT
 
 pytest_plugins = ["tests.conftest_bundle"]
+
+# Property tests (hypothesis, schemathesis; marker `fuzz`) draw the same examples on every run by default: the seed
+# comes from each test's name, and no .hypothesis/ database replays what an earlier local run found. Loaded here,
+# before test modules are imported, so every @settings(...) inherits it. `--hypothesis-profile=fuzz` (hypothesis'
+# pytest option) draws new random examples instead; Hypothesis prints the seed of a failure (schemathesis a curl).
+settings.register_profile("repro", derandomize=True, database=None, print_blob=True)
+settings.register_profile("fuzz", derandomize=False, database=None, print_blob=True)
+settings.load_profile("repro")
 
 SHARED_COLA = ROOT.parent / "shared" / "data" / "cola"
 

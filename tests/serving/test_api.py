@@ -64,6 +64,8 @@ BAD_POSTS = [
     (b'{"text": ""}', "application/json", 422, "empty_text"),
     (b'{"text": "   \\n\\t"}', "application/json", 422, "empty_text"),
     (b'{"text": ["fine", " "]}', "application/json", 422, "empty_text"),
+    (b'{"text": "\\u001d"}', "application/json", 422, "empty_text"),  # Python whitespace, not ECMA's \s
+    (b'{"text": ["fine", "\\ufeff\\u3000"]}', "application/json", 422, "empty_text"),  # ECMA's \s, not Python's
     (json.dumps({"text": "a" * 201}).encode(), "application/json", 422, "text_too_long"),
     (json.dumps({"text": ["s"] * 9}).encode(), "application/json", 422, "too_many_sentences"),
     (b'{"text": []}', "application/json", 422, "invalid_text"),
@@ -112,6 +114,13 @@ def test_oversized_body_is_413_with_or_without_content_length(client):
 
     response = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413 and response.json()["error"] == "body_too_large"
+
+
+def test_invisible_but_not_whitespace_characters_are_classified(client):
+    # zero-width space, NUL, a lone combining mark: content by the input policy, and the model copes with them
+    response = client.post("/predict", json={"text": ["\u200b", "\u0000", "\u0301"]})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 3
 
 
 def test_missing_content_type_is_accepted_as_json(client):
