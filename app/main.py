@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app.batcher import MicroBatcher
-from app.inputs import InputError, check_sentences, parse_body, request_schema
+from app.inputs import SENTENCE_PATTERN, InputError, check_sentences, parse_body, request_schema
 from app.middleware import BodyLimit, RequestTelemetry
 from app.predictor import BundlePredictor, upper_ratio
 from app.settings import Settings
@@ -119,7 +119,7 @@ def create_app(predictor: BundlePredictor, settings: Settings) -> FastAPI:
     @app.get("/predict", response_model=PredictResponse, responses=ERRORS, summary="Classify one sentence (query string)")
     async def predict_get(
         request: Request,
-        text: str = Query(..., min_length=1, max_length=settings.max_chars, pattern=r"\S", description="The sentence"),
+        text: str = Query(..., min_length=1, max_length=settings.max_chars, pattern=SENTENCE_PATTERN, description="The sentence"),
     ):
         """Kept for users of the original project: `GET /predict?text=...`."""
         return await classify(request, check_sentences([text], settings))

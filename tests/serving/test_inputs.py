@@ -119,7 +119,6 @@ def test_published_post_schema_uses_the_validators_pattern(client):
     assert "surrogate" in text["schema"]["properties"]["text"]["description"]  # the rule the pattern cannot carry
 
 
-@pytest.mark.xfail(strict=True, reason="app/main.py still declares pattern=r'\\S' for GET /predict?text=")
 def test_published_get_schema_uses_the_validators_pattern(client):
     (param,) = client.get("/openapi.json").json()["paths"]["/predict"]["get"]["parameters"]
     assert param["schema"]["pattern"] == SENTENCE_PATTERN
