@@ -1,6 +1,5 @@
 """Data tier: loading, validation (every bad-data case names file, line and problem), cleaning, splits, stats."""
 
-from pathlib import Path
 
 import pandas as pd
 import pytest
