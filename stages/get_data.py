@@ -28,8 +28,13 @@ def record_source(source: dict) -> None:
         DVC_FILE.write_text(yaml.safe_dump({**tracked, "meta": source}, sort_keys=False))
 
 
+def tracked_hash() -> str | None:
+    return yaml.safe_load(DVC_FILE.read_text())["outs"][0]["md5"] if DVC_FILE.is_file() else None
+
+
 def main() -> None:
     params = load_params()
+    before = tracked_hash()
     source = fetch(params.data, ROOT, RAW_DIR)
     raw = load_raw(RAW_DIR)  # fail now, with the line, rather than in prepare
     added = subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", str(RAW_DIR.relative_to(ROOT))],
@@ -37,9 +42,10 @@ def main() -> None:
     if added.returncode != 0:
         sys.exit(f"get_data: `dvc add data/raw` failed:\n{added.stderr.strip()}")
     record_source(source)
+    version = ("the version data/raw.dvc already records" if tracked_hash() == before else
+               "a NEW version in data/raw.dvc: commit it (git) and share the bytes (`dvc push`)")
     print(f"get_data: {source['source']} data from {source['location']}: {len(raw.train)} train and "
-          f"{len(raw.test)} test rows in data/raw, versioned in data/raw.dvc "
-          f"(commit it; `dvc push` shares the bytes)")
+          f"{len(raw.test)} test rows in data/raw, {version}")
 
 
 if __name__ == "__main__":
