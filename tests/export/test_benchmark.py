@@ -55,7 +55,8 @@ def test_benchmark_smoke_run_writes_timing_headline_run_info_and_plots(tiny_mode
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["settings"] == {"threads": 1, "n_sentences": 16, "batch_sizes": [1, 4]}
     assert run_info["iterations"].keys() == set(variants)
-    assert all(n >= params.benchmark.min_iterations for cases in run_info["iterations"].values() for n in cases.values())
+    # At least one timed call per case (how many depends on machine speed: min_iterations or the max_seconds cap).
+    assert all(n >= 1 for cases in run_info["iterations"].values() for n in cases.values())
     machine = run_info["machine"]
     assert machine["cpu"] and machine["logical_cores"] == os.cpu_count()
     assert machine["python"] == platform.python_version()
