@@ -111,3 +111,18 @@ def test_predict_proba_returns_probabilities_in_input_order(tiny_model_dir, toke
     assert probs.sum(axis=1) == pytest.approx([1.0] * 6, abs=1e-5)
     single = predict_proba(module.model, tokenizer, [FRAME["sentence"][4]], max_length=32)
     assert single[0] == pytest.approx(probs[4], abs=1e-5)  # padding in a batch does not change the answer
+
+
+def test_worker_count_does_not_change_the_batches(tokenizer):
+    """Why train.num_workers is not a param of `train` in dvc.yaml (tests/pipeline_rules.py): the shuffled batches,
+    their order and their contents are the same whether the main process or worker processes build them."""
+
+    def batches(num_workers, shuffle=True):
+        L.seed_everything(7, workers=True)
+        loader = make_loader(pd.concat([FRAME] * 4), tokenizer, max_length=32, batch_size=5, shuffle=shuffle,
+                             num_workers=num_workers)
+        return [{k: v.tolist() for k, v in batch.items()} for batch in loader]
+
+    in_process = batches(0)
+    assert in_process != batches(0, shuffle=False)  # really shuffled
+    assert batches(2) == in_process
