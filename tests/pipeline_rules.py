@@ -1,6 +1,6 @@
 """The dependency rules of the pipeline, derived from the code and dvc.yaml, shared by the import-closure test
-(tests/unit/test_pipeline_deps.py), the truth-table test (tests/integration/test_dvc_pipeline.py) and the table
-in docs/pipeline.md (`python -m tests.pipeline_rules` prints it).
+(tests/unit/test_pipeline_deps.py), the truth-table test (tests/integration/test_dvc_pipeline.py) and the tables
+in docs/pipeline.md (`python -m tests.pipeline_rules` prints them).
 
 - Code: a stage depends on every in-repo module its entry module imports, transitively (package __init__ files
   included, imports inside functions included: they run too).
@@ -22,7 +22,8 @@ from cola.config import ROOT
 NOT_OUTPUT_AFFECTING = {
     "model.name": "the config option's label; no stage reads it",
     "train.progress_bar": "terminal output only",
-    "train.num_workers": "data-loading processes; batches and their order are the same (seeded sampler)",
+    "train.num_workers": "data-loading processes; the batches and their order are the same "
+                         "(tests/unit/test_model.py::test_worker_count_does_not_change_the_batches)",
     "train.wandb": "W&B tracking (enabled, project, entity, mode) is a copy of the run elsewhere, not an output",
     "data.source": "read by `python -m stages.get_data`, the import that versions data/raw (data/raw.dvc meta)",
     "data.local_dir": "as data.source",
@@ -197,6 +198,11 @@ def truth_table(root: Path = ROOT) -> list[tuple[str, set[str]]]:
     return rows
 
 
+def not_affecting_markdown() -> str:
+    return "\n".join(["| key | why it changes no output |", "|---|---|"]
+                     + [f"| `{key}` | {why} |" for key, why in NOT_OUTPUT_AFFECTING.items()])
+
+
 def markdown(root: Path = ROOT) -> str:
     lines = ["| edit | `dvc status` lists | then reruns if outputs change |", "|---|---|---|"]
     for edit, stages in truth_table(root):
@@ -208,4 +214,4 @@ def markdown(root: Path = ROOT) -> str:
 
 
 if __name__ == "__main__":
-    print(markdown())
+    print(not_affecting_markdown(), markdown(), sep="\n\n")
