@@ -1,6 +1,17 @@
-"""Shared fixtures. Test tiers (Made-With-ML style): code (unit/), data (real CoLA checks in unit/test_data.py),
-model (LightningModule, export parity), and slow integration tiers (DVC CLI, containers, AWS emulation, browser)."""
+"""Shared fixtures and tier reporting. Test tiers (Made-With-ML style): code (unit/), data (the CoLA-format
+fixture, plus real-CoLA checks in unit/test_data.py), model (LightningModule, export parity), and slow integration
+tiers (DVC CLI, containers, AWS emulation, browser).
 
+A tier whose tools are missing is skipped with the command that installs them, and the run ends with a list of the
+skipped tiers. COLA_REQUIRE_ALL_TIERS=1 (set by .ci/run) turns every such skip, and a missing full CoLA copy, into
+a failure: CI must not pass by testing less."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,12 +29,124 @@ settings.register_profile("repro", derandomize=True, database=None, print_blob=T
 settings.register_profile("fuzz", derandomize=False, database=None, print_blob=True)
 settings.load_profile("repro")
 
-SHARED_COLA = ROOT.parent / "shared" / "data" / "cola"
+# Small made-up CoLA-format data (tests/fixtures/make_cola_fixture.py): drives every test that does not need the
+# real corpus, so the suite runs on any machine.
+FIXTURE_COLA = Path(__file__).parent / "fixtures" / "cola"
+# The read-only full CoLA copy beside the repo (this project's CI lays ../shared next to the clone).
+SHARED_COLA = Path(os.environ.get("COLA_SHARED_DIR", ROOT.parent / "shared" / "data" / "cola"))
+REQUIRE_ALL = os.environ.get("COLA_REQUIRE_ALL_TIERS") == "1"
+
+PIP_DEV = "install: python3 -m pip install -r requirements-dev.txt"
+CONTAINER_BASE_IMAGE = "localhost/cola-base:bookworm"
+
+
+def _program(name: str) -> bool:
+    # pip-installed tools live beside the interpreter even when its bin/ is not on PATH
+    return bool(shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent)))
+
+
+def _chromium() -> bool:
+    return bool(shutil.which("chromium") or Path("/usr/bin/chromium").is_file())
+
+
+def _module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _base_image() -> bool:
+    if not shutil.which("podman"):
+        return True  # cannot tell; reported as "podman" missing, and podman-setup.sh installs both
+    result = subprocess.run(["podman", "image", "exists", CONTAINER_BASE_IMAGE], capture_output=True, timeout=60)
+    return result.returncode == 0
+
+
+# tier -> (what to check: label -> check, how to install it). Checked once, when the first test of the tier runs.
+TIERS: dict[str, tuple[dict[str, object], str]] = {
+    "container": ({"podman": lambda: _program("podman"), "runc": lambda: _program("runc"),
+                   f"base image {CONTAINER_BASE_IMAGE}": _base_image},
+                  "install: sudo bash docker/podman-setup.sh (Debian/Ubuntu: podman, runc, a debootstrap base image)"),
+    "browser": ({"chromium": _chromium, "playwright": lambda: _module("playwright")},
+                "install: sudo apt-get install chromium && python3 -m pip install -r requirements-dev.txt"),
+    "dvc": ({"git": lambda: _program("git"), "dvc": lambda: _program("dvc")},
+            "install: sudo apt-get install git && python3 -m pip install -r requirements-dev.txt"),
+    "prometheus": ({name: (lambda n=name: _program(n)) for name in ("prometheus", "promtool",
+                                                                    "prometheus-alertmanager")},
+                   "install: sudo apt-get install prometheus prometheus-alertmanager"),
+    "moto": ({"moto_server": lambda: _program("moto_server")}, PIP_DEV),
+    "actionlint": ({"actionlint": lambda: _program("actionlint")}, PIP_DEV),
+    "awslambdaric": ({"awslambdaric": lambda: _module("awslambdaric")}, PIP_DEV),
+}
+# tiers by marker, then by test id prefix (the integration tests each run a different external program)
+MARKER_TIERS = {"container": "container", "browser": "browser"}
+PREFIX_TIERS = {
+    "tests/integration/test_dvc_pipeline.py": ["dvc"],
+    "tests/aws/test_dvc_remote.py": ["dvc", "moto"],
+    "tests/aws/test_deploy_lambda.py": ["moto"],
+    "tests/aws/test_pr_report.py": ["dvc"],
+    "tests/aws/test_workflows.py::test_actionlint": ["actionlint"],
+    "tests/monitoring/test_cloudwatch.py": ["moto"],
+    "tests/monitoring/test_prometheus.py": ["prometheus"],
+    "tests/serving/test_lambda.py::test_real_runtime_client": ["awslambdaric"],
+}
+FULL_DATA_TIER = "full-data"
+FULL_DATA_HOW = (f"to run it: put the full CoLA copy (train.tsv, validation.tsv) at {SHARED_COLA}, "
+                 "or point COLA_SHARED_DIR at one")
+
+
+def tiers_of(item: pytest.Item) -> list[str]:
+    names = [tier for marker, tier in MARKER_TIERS.items() if item.get_closest_marker(marker)]
+    return names + [tier for prefix, tiers in PREFIX_TIERS.items() if item.nodeid.startswith(prefix) for tier in tiers]
+
+
+_missing_cache: dict[str, list[str]] = {}
+_skipped: dict[str, dict] = {}  # tier -> {"missing": [...], "remedy": str, "tests": int}
+
+
+def missing_for(tier: str) -> list[str]:
+    if tier not in _missing_cache:
+        checks, _ = TIERS[tier]
+        _missing_cache[tier] = [label for label, check in checks.items() if not check()]
+    return _missing_cache[tier]
+
+
+def skip_tier(tier: str, missing: list[str], remedy: str) -> None:
+    """Skip the running test because its tier cannot run here; under COLA_REQUIRE_ALL_TIERS=1 fail instead."""
+    entry = _skipped.setdefault(tier, {"missing": missing, "remedy": remedy, "tests": 0})
+    entry["tests"] += 1
+    reason = f"{tier} tier: {', '.join(missing)} missing; {remedy}"
+    if REQUIRE_ALL:
+        pytest.fail(f"{reason} (COLA_REQUIRE_ALL_TIERS=1: every tier must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for tier in tiers_of(item):
+        missing = missing_for(tier)
+        if missing:
+            skip_tier(tier, missing, TIERS[tier][1])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not _skipped:
+        return
+    verb = "FAILED (COLA_REQUIRE_ALL_TIERS=1)" if REQUIRE_ALL else "skipped"
+    terminalreporter.section(f"test tiers {verb}", sep="=", yellow=not REQUIRE_ALL, red=REQUIRE_ALL)
+    for tier, entry in sorted(_skipped.items()):
+        terminalreporter.write_line(f"{tier}: {entry['tests']} test(s); missing {', '.join(entry['missing'])}")
+        terminalreporter.write_line(f"    {entry['remedy']}")
 
 
 @pytest.fixture(scope="session")
 def cola_dir() -> Path:
-    """The read-only offline CoLA copy beside the repo (CI lays ../shared next to the clone)."""
-    if not (SHARED_COLA / "train.tsv").is_file():
-        pytest.fail(f"offline CoLA copy not found at {SHARED_COLA}: the data tier needs ../shared/data/cola")
+    """The small CoLA-format fixture (always present; see tests/fixtures/make_cola_fixture.py)."""
+    return FIXTURE_COLA
+
+
+@pytest.fixture(scope="session")
+def full_cola_dir() -> Path:
+    """The full CoLA copy, for checks that only the real corpus can answer; skipped when it is not there."""
+    if not (SHARED_COLA / "train.tsv").is_file() or not (SHARED_COLA / "validation.tsv").is_file():
+        skip_tier(FULL_DATA_TIER, [f"CoLA at {SHARED_COLA}"], FULL_DATA_HOW)
     return SHARED_COLA

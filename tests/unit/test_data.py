@@ -156,8 +156,8 @@ def test_reference_stats_describe_lengths_labels_and_vocabulary():
 # ---- data tier on the real offline copy (what the pipeline actually trains on)
 
 
-def test_real_cola_copy_loads_and_splits_without_leakage(cola_dir):
-    raw = load_raw(cola_dir)
+def test_real_cola_copy_loads_and_splits_without_leakage(full_cola_dir):
+    raw = load_raw(full_cola_dir)
     assert (len(raw.train), len(raw.test)) == (8551, 1043)
     splits, report = make_splits(raw, {**SPLIT, "val_fraction": 0.1}, seed=42)
     assert not set(splits["train"]["sentence"]) & set(splits["test"]["sentence"])
