@@ -85,6 +85,7 @@ PREFIX_TIERS = {
     "tests/aws/test_dvc_remote.py": ["dvc", "moto"],
     "tests/aws/test_deploy_lambda.py": ["moto"],
     "tests/aws/test_pr_report.py": ["dvc"],
+    "tests/aws/test_workflow_runs.py": ["dvc", "moto"],
     "tests/aws/test_workflows.py::test_actionlint": ["actionlint"],
     "tests/monitoring/test_cloudwatch.py": ["moto"],
     "tests/monitoring/test_prometheus.py": ["prometheus"],
