@@ -279,6 +279,13 @@ class Runner:
         inputs = substitute(step.get("with") or {}, context)
         if action == "actions/checkout":
             ref = inputs.get("ref") or self.sha
+            def git(*args: str) -> str:
+                return subprocess.run(["git", *args], cwd=self.workdir, capture_output=True, text=True).stdout
+
+            # unstaged or staged edits (an unpopulated `clone --no-checkout` has an empty index: nothing to lose)
+            dirty = git("diff", "--name-only") or (git("ls-files") and git("diff", "--cached", "--name-only"))
+            if dirty:  # never move someone's work tree: run in a clone
+                return False, f"checkout refused: {self.workdir} has local changes; run in a fresh clone", {}
             done = subprocess.run(["git", "checkout", "--quiet", "--detach", ref], cwd=self.workdir,
                                   capture_output=True, text=True)
             return done.returncode == 0, f"checkout {ref}\n{done.stderr}", {}
@@ -359,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", default="example/cola-mlops")
     parser.add_argument("--ref", default="refs/heads/main")
     parser.add_argument("--sha", help="default: HEAD of the checkout")
-    parser.add_argument("--workdir", type=Path, default=Path.cwd())
+    parser.add_argument("--workdir", type=Path, required=True, help="a clone to run in (its HEAD is moved)")
     parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--skip", action="append", default=[], metavar="STEP_NAME")
     parser.add_argument("--stop-before", metavar="STEP_NAME")
