@@ -367,3 +367,17 @@ def test_dispatch_on_main_deploys_only_a_commit_ci_passed_on(origin, tmp_path, a
     assert jobs["gate"].outputs == {"deploy": "true", "sha": sha} and jobs["deploy"].status == "success"
     assert ecr_tags() == [sha]
     assert all("/actions/workflows/ci.yml/runs?" in path and "status=success" in path for path in FakeGitHubApi.asked)
+
+
+def test_fork_pr_with_stale_dvc_lock_is_warned_green_without_aws(origin, tmp_path, aws_env):
+    sh(origin, "git", "checkout", "-q", "-b", "feature")
+    (origin / "make_bundle.py").write_text(MAKE_BUNDLE + "# changed, pipeline not rerun\n")
+    commit(origin, "fork edits the stage, forgets dvc repro")
+    Tripwire.hits = []
+    tripwire = serve(Tripwire)
+    job, _ = run_pr(origin, tmp_path, tripwire, head_repo="someone/cola-mlops-fork",
+                    env_extra={k: DUMMY_AWS_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
+    assert job.status == "success", job.log
+    assert "::warning::dvc.lock is stale for export_onnx: make_bundle.py modified" in job.step(
+        "Check what git alone can show (fork PR, no remote access)").output
+    assert Tripwire.hits == []
