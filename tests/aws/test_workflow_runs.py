@@ -381,3 +381,16 @@ def test_fork_pr_with_stale_dvc_lock_is_warned_green_without_aws(origin, tmp_pat
     assert "::warning::dvc.lock is stale for export_onnx: make_bundle.py modified" in job.step(
         "Check what git alone can show (fork PR, no remote access)").output
     assert Tripwire.hits == []
+
+
+def test_deploy_refuses_when_the_locked_bundle_was_never_pushed(origin, tmp_path, aws_env):
+    """E.g. a fork PR merged before a maintainer pushed its outputs: nothing is built."""
+    pr_branch(origin, 4, push=False)
+    sh(origin, "git", "checkout", "-q", "main")
+    sh(origin, "git", "merge", "-q", "--no-ff", "-m", "Merge fork PR", "feature")
+    sha = sh(origin, "git", "rev-parse", "HEAD")
+    jobs, log = run_deploy(origin, tmp_path, aws_env, "workflow_run", ci_completed(sha))
+    pull = jobs["deploy"].step("Pull the serving bundle that dvc.lock records, and verify it")
+    assert jobs["deploy"].status == "failure" and pull.outcome == "failure"
+    assert "artifacts/bundle" in pull.output
+    assert stub_calls(log, "docker") == [] and ecr_tags() == []
