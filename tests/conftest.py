@@ -145,7 +145,7 @@ def cola_dir() -> Path:
     return FIXTURE_COLA
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture  # per test (a cheap check), so each skipped test is counted in the tier summary
 def full_cola_dir() -> Path:
     """The full CoLA copy, for checks that only the real corpus can answer; skipped when it is not there."""
     if not (SHARED_COLA / "train.tsv").is_file() or not (SHARED_COLA / "validation.tsv").is_file():
