@@ -4,6 +4,10 @@
         Create the ECR repository when missing (immutable tags, scan on push), make sure its lifecycle policy
         keeps the last --keep-images images, and print its URI (the workflow pushes the image there).
 
+    python scripts/deploy_lambda.py image-exists --repository cola-serving --image-tag <sha>
+        Print the digest of that tag and exit 0, or exit 3 when it was never pushed (tags are immutable: a
+        re-run of the same commit skips the push).
+
     python scripts/deploy_lambda.py deploy --repository cola-serving --image-tag <sha> \\
         --function cola-serving --role-arn arn:aws:iam::<account>:role/cola-serving-lambda
         1. point the function at the image digest behind <sha> (waiting for State/LastUpdateStatus before each
@@ -747,6 +751,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="lifecycle policy: images kept (the rollback depth; default 10)",
     )
 
+    exists = sub.add_parser(
+        "image-exists",
+        help="print the digest of a pushed tag (exit 0), or exit 3 when it is absent: tags are immutable, so "
+        "a re-run of the same commit must skip the push",
+    )
+    exists.add_argument("--repository", required=True)
+    exists.add_argument("--image-tag", required=True)
+
     dep = sub.add_parser("deploy", help="deploy an image tag to the function, alias and HTTP API")
     dep.add_argument("--repository", required=True, help="ECR repository holding the image")
     dep.add_argument("--image-tag", required=True, help="the tag pushed by the workflow (the commit SHA)")
@@ -834,6 +846,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _one_line(exc: BaseException) -> str:
+    # Response bodies quoted in messages may hold newlines; a failure stays one log line.
+    return " ".join(str(exc).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)  # the deploy steps; botocore stays at WARNING
@@ -846,14 +863,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "ensure-repo":
             print(ensure_repository(session.client("ecr"), args.repository, args.keep_images))
+        elif args.command == "image-exists":
+            try:
+                print(
+                    image_uri_by_digest(session.client("ecr"), args.repository, args.image_tag).split("@")[1]
+                )
+            except DeployError as exc:
+                log.info("%s", _one_line(exc))
+                return 3
         else:
             print(deploy(args, session))
     except DeployError as exc:
-        log.error("%s", exc)
+        log.error("%s", _one_line(exc))
         return 1
     except (ClientError, BotoCoreError) as exc:
         log.error(
-            "AWS call failed: %s (check the deploy role's permissions in deploy/iam/ and the region)", exc
+            "AWS call failed: %s (check the deploy role's permissions in deploy/iam/ and the region)",
+            _one_line(exc),
         )
         return 1
     finally:

@@ -813,3 +813,57 @@ def test_smoke_test_speaks_the_real_apps_contract(tiny_bundle):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_version_smoke_test_event_speaks_the_real_lambda_handler(tiny_bundle):
+    """In AWS the candidate is smoke-tested by invoking the version with an HTTP API (payload 2.0) event
+    (InvokeProbe); moto cannot run images, so the same probe goes to the project's real Lambda handler
+    (app.lambda_handler on the tiny bundle) in a child process."""
+    code = f"""
+import importlib.util, json, logging, sys
+logging.basicConfig(level=logging.INFO)
+sys.path.insert(0, {str(REPO_ROOT)!r})
+spec = importlib.util.spec_from_file_location("deploy_lambda", {str(SCRIPT)!r})
+module = importlib.util.module_from_spec(spec); sys.modules[spec.name] = module; spec.loader.exec_module(module)
+from app.lambda_handler import handler
+probe = module.InvokeProbe(lambda payload: json.dumps(handler(json.loads(payload), None)).encode(), "handler")
+module.smoke_test(probe, attempts=1, delay=0)
+status, body = probe("POST", "/predict", {{"text": ""}})
+print("empty text ->", status)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_FUNCTION_NAME"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env={**env, "COLA_BUNDLE_DIR": str(tiny_bundle)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "smoke POST /predict on handler: 200" in result.stderr
+    assert "empty text -> 4" in result.stdout  # the probe reports the app's real status, not a blanket 200
+
+
+def test_no_canary_promotes_straight_after_the_version_smoke_test(execution_role, app_server):
+    deploy_good(execution_role, app_server)
+    push_image("commit-2")
+    result = run_script(*deploy_args("commit-2", execution_role, app_server.url, "--canary-percent", "0"))
+    assert result.returncode == 0, result.stderr
+    assert "canary" not in result.stderr and "promoted: alias live -> version 2 (was 1)" in result.stderr
+    assert boto3.client("cloudwatch").describe_alarms()["MetricAlarms"] == []
+    assert (state()["alias"], state()["weights"]) == ("2", {})
+
+
+def test_image_exists_tells_the_workflow_whether_to_push(aws_env):
+    """Tags are immutable, so re-running the workflow for a pushed commit must skip `docker push`."""
+    assert run_script("ensure-repo", "--repository", REPOSITORY).returncode == 0
+    absent = run_script("image-exists", "--repository", REPOSITORY, "--image-tag", "commit-1")
+    assert (absent.returncode, absent.stdout) == (3, "")
+    digest = push_image("commit-1")
+    present = run_script("image-exists", "--repository", REPOSITORY, "--image-tag", "commit-1")
+    assert (present.returncode, present.stdout.strip()) == (0, digest)
+    broken = run_script(
+        "image-exists", "--repository", REPOSITORY, "--image-tag", "commit-1", endpoint="http://127.0.0.1:9"
+    )
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr
