@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -792,7 +793,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     dep.add_argument("--jwt-issuer", help="with --auth jwt: the token issuer URL")
     dep.add_argument("--jwt-audience", action="append", default=[], help="with --auth jwt: accepted audience")
-    dep.add_argument("--smoke-bearer", help="with --auth jwt: a token for the public smoke test")
+    dep.add_argument(
+        "--smoke-bearer",
+        default=os.environ.get("DEPLOY_SMOKE_TOKEN"),
+        help="with --auth jwt: a token for the public smoke test (default: $DEPLOY_SMOKE_TOKEN; prefer the "
+        "environment, e.g. from a GitHub secret, to a flag that shows in process lists)",
+    )
     dep.add_argument(
         "--canary-percent",
         type=float,
@@ -836,6 +842,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--canary-percent must be in [0, 100)")
         if args.auth == "jwt" and not (args.jwt_issuer and args.jwt_audience):
             parser.error("--auth jwt needs --jwt-issuer and at least one --jwt-audience")
+        if args.auth == "jwt" and not (args.smoke_bearer or args.smoke_url):
+            parser.error(
+                "--auth jwt needs a token for the smoke test: set DEPLOY_SMOKE_TOKEN (or --smoke-bearer)"
+            )
         args.canary = Canary(
             args.canary_percent,
             args.canary_minutes,

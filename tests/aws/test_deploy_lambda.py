@@ -592,7 +592,7 @@ def test_iam_auth_smoke_test_signs_its_requests(execution_role, app_server):
     assert unsigned.returncode == 1 and "status 403" in unsigned.stderr
 
 
-def test_jwt_auth_creates_an_authorizer(execution_role, app_server):
+def test_jwt_auth_creates_an_authorizer(execution_role, app_server, monkeypatch):
     app_server.require = "bearer"
     deploy_good(execution_role, app_server, "commit-1", "--auth", "jwt", "--jwt-issuer",
                 "https://issuer.example.com", "--jwt-audience", "cola", "--smoke-bearer", "test-token")  # fmt: skip
@@ -604,11 +604,11 @@ def test_jwt_auth_creates_an_authorizer(execution_role, app_server):
     assert authorizer["AuthorizerType"] == "JWT"
     assert authorizer["JwtConfiguration"] == {"Issuer": "https://issuer.example.com", "Audience": ["cola"]}
     assert authorizer["IdentitySource"] == ["$request.header.Authorization"]
-    # A second deploy with the same settings reuses it.
+    # A second deploy with the same settings reuses it; the token comes from the environment this time.
+    monkeypatch.setenv("DEPLOY_SMOKE_TOKEN", "test-token")
     push_image("commit-2")
     again = run_script(*deploy_args("commit-2", execution_role, app_server.url, "--auth", "jwt", "--jwt-issuer",
-                                    "https://issuer.example.com", "--jwt-audience", "cola", "--smoke-bearer",
-                                    "test-token"))  # fmt: skip
+                                    "https://issuer.example.com", "--jwt-audience", "cola"))  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert "JWT authorizer" not in again.stderr
     assert apigw.get_routes(ApiId=api_id)["Items"][0]["AuthorizerId"] == route["AuthorizerId"]
