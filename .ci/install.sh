@@ -12,6 +12,7 @@ APT_PACKAGES=(
   git                                 # the DVC integration tests make real git repos
   chromium                            # browser tests (playwright drives /usr/bin/chromium; no playwright install)
   prometheus prometheus-alertmanager  # monitoring tier: promtool rule tests and a live scrape + alert
+  shellcheck                          # actionlint runs it on every workflow `run:` step (tests/aws/test_workflows.py)
   wrk                                 # scripts/bench_serving.py (load benchmark; not needed by the tests)
 )
 
