@@ -454,7 +454,6 @@ def test_public_smoke_failure_after_promotion_rolls_back(execution_role, app_ser
     deploy_good(execution_role, app_server)
     # Healthy by version and during the canary, broken once promoted (e.g. a route or permission problem).
     canary_rounds = []
-    app_server.on_request = lambda q, path: q == "live" and canary_rounds.append(path)
 
     def break_after_canary(qualifier, path):
         canary_rounds.append((qualifier, path))
@@ -481,6 +480,7 @@ def test_public_smoke_failure_after_promotion_rolls_back(execution_role, app_ser
         # the first alarm check during the canary
         ("alarm check", lambda m, p: m == "POST" and p.endswith(".DescribeAlarms"), 1),
     ],
+    ids=["promotion", "alarm-check"],
 )
 def test_aws_error_after_the_first_alias_change_rolls_back(
     execution_role, app_server, fault_proxy, step, match, nth
