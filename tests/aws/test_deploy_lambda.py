@@ -86,17 +86,21 @@ class StandInApp(BaseHTTPRequestHandler):
         pass
 
 
+def serving(server: ThreadingHTTPServer):
+    """Run a loopback server in a thread for the length of a fixture; `server.url` is its address."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture
 def app_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), StandInApp)
     server.fail, server.fail_for, server.seen, server.require = "", {}, [], ""
     server.on_request = lambda qualifier, path: None
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from serving(server)
 
 
 class FaultProxy(BaseHTTPRequestHandler):
@@ -180,12 +184,7 @@ def fault_proxy(aws_env, monkeypatch):
     server.moto_host, server.moto_port = host_port.split(":")[0], int(host_port.split(":")[1])
     server.faults, server.log, server.bodies, server.function_state = [], [], [], None
     server.repair_match, server.repairs_left, server.state_reads_left = (lambda m, p: False), 1, -1
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from serving(server)
 
 
 def render_policy(name: str) -> str:
