@@ -1,22 +1,58 @@
 """`python -m app [--host H] [--port P]`: verify and load the bundle, then serve the API with uvicorn.
 
 A missing, incomplete or tampered bundle stops the process before it listens, with one clear line
-(and exit code 2) instead of a traceback.
+(and exit code 2) instead of a traceback. SIGTERM (or Ctrl-C) drains: /ready turns 503 and new work is
+refused, the listener closes, in-flight requests finish within COLA_DRAIN_SECONDS, then exit code 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 import uvicorn
+from fastapi import FastAPI
 
 from app.bundle import BundleError
-from app.main import create_app
-from app.predictor import BundlePredictor
+from app.main import create_app, load_predictor
 from app.settings import Settings
-from app.telemetry import LOG_CONFIG
+from app.telemetry import LOG_CONFIG, log_event
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's graceful shutdown, plus the app's drain state, and a clean exit after it.
+
+    uvicorn (>= 0.29) re-raises the captured signal once it has shut down, so a drained process would
+    still die "killed by SIGTERM" (exit 143); a drain that finished is a clean stop, so the signal is not
+    recorded for re-raising (uvicorn's own handle_exit minus that line).
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI):
+        super().__init__(config)
+        self.fastapi_app = app
+
+    def handle_exit(self, sig: int, frame) -> None:
+        self.fastapi_app.state.begin_drain()
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl-C: stop waiting for in-flight requests
+        else:
+            self.should_exit = True
+
+
+def serve(app: FastAPI, settings: Settings, host: str, port: int) -> None:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=LOG_CONFIG,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=settings.drain_seconds,
+    )
+    DrainingServer(config, app).run()
+    log_event("stopped", drained=app.state.draining)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,12 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-        predictor = BundlePredictor(settings.bundle_dir, threads=settings.ort_threads)
+        predictor = load_predictor(settings)
     except (BundleError, ValueError) as exc:
         print(f"cannot start the CoLA API: {exc}", file=sys.stderr)
         return 2
-    app = create_app(predictor, settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=LOG_CONFIG, access_log=False, server_header=False)
+    serve(create_app(predictor, settings), settings, args.host, args.port)
     return 0
 
 

@@ -1,68 +1,156 @@
-"""Micro-batching without a timer: requests that arrive while a batch runs are merged into the next one.
+"""Micro-batching with admission control: bounded queued work, a queue-time budget, cancellable jobs.
 
-At concurrency 1 a request runs alone at once (no added wait); under load, one ONNX Runtime call serves
-many requests, which is what makes 2 cores reach hundreds of requests per second. Inference runs in a
-worker thread, so the event loop keeps accepting requests meanwhile.
+No timer: requests that arrive while a model call runs are merged into the next call. At concurrency 1
+a request runs alone at once; under load one ONNX Runtime call serves many requests. Inference runs in
+a worker thread, so the event loop keeps accepting (and refusing) requests meanwhile.
+
+Work is measured in tokens the model will compute (`Encoded.cost`), not in requests: 64 long sentences
+cost a hundred times one short one. A request is refused at once (`Overloaded`) when the queued tokens
+would pass `max_queued_tokens` (memory stays bounded), or when the estimated time until its answer —
+queued + running + its own tokens over the measured tokens/s — would pass `queue_budget_s` (accepted
+requests keep their latency). An idle batcher always accepts. A cancelled job (deadline passed, client
+gone) that has not started is never computed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from app.predictor import Batch
+import numpy as np
+
+from app.predictor import Encoded
+
+SMOOTHING = 0.3  # weight of the newest model call in the tokens/s estimate
+
+
+class Overloaded(Exception):
+    def __init__(self, reason: str, retry_after_s: int, message: str):
+        super().__init__(message)
+        self.reason, self.retry_after_s, self.message = reason, retry_after_s, message
+
+
+@dataclass(eq=False)
+class Job:
+    encoded: Encoded
+    cost: int
+    future: asyncio.Future
+    started: bool = False  # taken into a model call: cancelling it no longer saves work
+    enqueued_at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(frozen=True)
-class Result:
-    batch: Batch  # rows for this request only
-    inference_ms: float  # the ONNX Runtime call (incl. tokenization) that served it
-    batch_size: int  # sentences in that call
+class BatchStats:
+    sentences: int  # in the model call
+    seconds: float  # the call, in its worker thread
+    queue_seconds: list[float]  # per job: from submit() to the start of the call
 
 
 class MicroBatcher:
-    def __init__(self, run: Callable[[list[str]], Batch], max_batch: int, on_batch: Callable[[int, float], None]):
-        self._run = run
-        self._max_batch = max_batch
-        self._on_batch = on_batch  # (sentences, seconds) per ONNX Runtime call, for metrics
-        self._queue: list[tuple[list[str], asyncio.Future]] = []
+    def __init__(
+        self,
+        infer: Callable[[Encoded], np.ndarray],
+        max_batch: int,
+        max_queued_tokens: int,
+        queue_budget_s: float,
+        on_batch: Callable[[BatchStats], None] = lambda stats: None,
+    ):
+        self._infer = infer
+        self._max_batch = max_batch  # sentences merged into one call (the predictor splits it by length)
+        self.max_queued_tokens = max_queued_tokens
+        self.queue_budget_s = queue_budget_s
+        self._on_batch = on_batch
+        self._queue: deque[Job] = deque()
+        self.queued_tokens = 0  # in jobs not yet started and not cancelled
+        self.running_tokens = 0
+        self.tokens_per_s: float | None = None  # measured; None until the first call ends
         self._drainer: asyncio.Task | None = None
 
-    async def __call__(self, texts: list[str]) -> Result:
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append((texts, future))
+    def estimated_wait_s(self, extra_tokens: int = 0) -> float:
+        if self.tokens_per_s is None:
+            return 0.0
+        return (self.queued_tokens + self.running_tokens + extra_tokens) / self.tokens_per_s
+
+    def submit(self, encoded: Encoded) -> Job:
+        """Queue `encoded` or raise Overloaded; await `job.future` for its probabilities."""
+        cost = encoded.cost
+        busy = bool(self.queued_tokens or self.running_tokens)
+        if busy and self.queued_tokens + cost > self.max_queued_tokens:
+            raise Overloaded(
+                "queue_full",
+                self._retry_after(),
+                f"the server has {self.queued_tokens} tokens of work queued; this request ({cost} tokens) "
+                f"would pass the limit of {self.max_queued_tokens}: retry later or send fewer sentences",
+            )
+        wait = self.estimated_wait_s(cost)
+        if busy and wait > self.queue_budget_s:
+            raise Overloaded(
+                "queue_budget",
+                self._retry_after(),
+                f"the server is busy: this request would be answered in about {wait * 1000:.0f} ms, over the "
+                f"{self.queue_budget_s * 1000:.0f} ms budget: retry later",
+            )
+        job = Job(encoded, cost, asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        self.queued_tokens += cost
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
-        return await future
+        return job
 
-    def _take(self) -> list[tuple[list[str], asyncio.Future]]:
-        jobs = [self._queue.pop(0)]  # always at least one job, even one larger than max_batch
-        size = len(jobs[0][0])
-        while self._queue and size + len(self._queue[0][0]) <= self._max_batch:
-            size += len(self._queue[0][0])
-            jobs.append(self._queue.pop(0))
+    def cancel(self, job: Job) -> None:
+        """The caller gave up (deadline, client gone): drop the job if it has not started."""
+        if not job.future.done():
+            job.future.cancel()
+            if not job.started:
+                self.queued_tokens -= job.cost
+
+    def _retry_after(self) -> int:
+        return max(1, math.ceil(self.estimated_wait_s()))
+
+    def _take(self) -> list[Job]:
+        jobs: list[Job] = []
+        size = 0
+        while self._queue:
+            job = self._queue[0]
+            if job.future.done():  # cancelled while queued: its tokens were already released
+                self._queue.popleft()
+                continue
+            sentences = len(job.encoded.ids)
+            if jobs and size + sentences > self._max_batch:
+                break
+            self._queue.popleft()
+            jobs.append(job)  # at least one job, even one larger than max_batch
+            size += sentences
+        for job in jobs:
+            job.started = True
+            self.queued_tokens -= job.cost
         return jobs
 
     async def _drain(self) -> None:
-        while self._queue:
-            jobs = self._take()
-            texts = [text for job_texts, _ in jobs for text in job_texts]
+        while jobs := self._take():
+            cost = sum(job.cost for job in jobs)
+            self.running_tokens = cost
             start = time.perf_counter()
             try:
-                batch = await asyncio.to_thread(self._run, texts)
+                probs = await asyncio.to_thread(self._infer, Encoded.merge([job.encoded for job in jobs]))
             except Exception as exc:  # hand the failure to every waiting request
-                for _, future in jobs:
-                    if not future.done():
-                        future.set_exception(exc)
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
                 continue
+            finally:
+                self.running_tokens = 0
             seconds = time.perf_counter() - start
-            self._on_batch(len(texts), seconds)
+            rate = cost / max(seconds, 1e-6)
+            self.tokens_per_s = rate if self.tokens_per_s is None else SMOOTHING * rate + (1 - SMOOTHING) * self.tokens_per_s
+            self._on_batch(BatchStats(sum(len(job.encoded.ids) for job in jobs), seconds, [start - job.enqueued_at for job in jobs]))
             offset = 0
-            for job_texts, future in jobs:
-                end = offset + len(job_texts)
-                if not future.done():
-                    rows = Batch(batch.probs[offset:end], batch.tokens[offset:end], batch.unk_rates[offset:end])
-                    future.set_result(Result(rows, seconds * 1000, len(texts)))
+            for job in jobs:
+                end = offset + len(job.encoded.ids)
+                if not job.future.done():
+                    job.future.set_result(probs[offset:end])
                 offset = end

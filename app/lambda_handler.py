@@ -13,12 +13,11 @@ import json
 
 from mangum import Mangum
 
-from app.main import create_app
-from app.predictor import BundlePredictor
+from app.main import create_app, load_predictor
 from app.settings import Settings
 
 settings = Settings.from_env()
-predictor = BundlePredictor(settings.bundle_dir, threads=settings.ort_threads)
+predictor = load_predictor(settings)
 asgi = Mangum(create_app(predictor, settings), lifespan="off")
 HTTP_KEYS = ("httpMethod", "requestContext", "routeKey", "rawPath")
 

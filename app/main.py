@@ -6,6 +6,7 @@ app/lambda_handler.py wraps it with Mangum. Importing this module loads no model
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -19,10 +20,10 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from app.batcher import MicroBatcher
+from app.batcher import BatchStats, MicroBatcher, Overloaded
 from app.inputs import SENTENCE_PATTERN, InputError, check_sentences, parse_body, request_schema
 from app.middleware import BodyLimit, RequestTelemetry
-from app.predictor import BundlePredictor, upper_ratio
+from app.predictor import BundlePredictor, Encoded, upper_ratio
 from app.settings import Settings
 from app.telemetry import Metrics, emf_records, log_event, print_emf, setup_logging
 
@@ -46,7 +47,22 @@ class ErrorResponse(BaseModel):
     request_id: str | None = None
 
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422)}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 503, 504)}
+CLIENT_CLOSED = 499  # nginx's status for "the client went away first"; logged and counted, never received
+
+
+class Refused(Exception):
+    """A valid request the server will not compute now: 503 (overloaded, draining) or 504 (deadline)."""
+
+    def __init__(self, status: int, code: str, reason: str, message: str, retry_after_s: int | None = None):
+        super().__init__(message)
+        self.status, self.code, self.reason, self.message, self.retry_after_s = status, code, reason, message, retry_after_s
+
+
+async def _client_gone(receive) -> None:
+    """Return when the client disconnects (uvicorn, Mangum and httpx all deliver http.disconnect)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def error_response(request: Request, status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -60,29 +76,76 @@ def create_app(predictor: BundlePredictor, settings: Settings) -> FastAPI:
     labels = predictor.labels
     positive = labels.index("acceptable") if "acceptable" in labels else len(labels) - 1
 
-    def observe_batch(size: int, seconds: float) -> None:
-        metrics.inference_latency.observe(seconds)
-        metrics.batch_size.observe(size)
+    def observe_batch(stats: BatchStats) -> None:
+        metrics.inference_latency.observe(stats.seconds)
+        metrics.batch_size.observe(stats.sentences)
+        for seconds in stats.queue_seconds:
+            metrics.queue_wait.observe(seconds)
+        metrics.queued_tokens.set(batcher.queued_tokens)
 
-    batcher = MicroBatcher(predictor.run, settings.max_batch, observe_batch)
+    batcher = MicroBatcher(predictor.infer, settings.max_batch, settings.max_queued_tokens, settings.queue_budget_ms / 1000, observe_batch)
     app = FastAPI(
         title="CoLA acceptability classifier",
         version=predictor.version,
         description="Is an English sentence grammatically acceptable? A fine-tuned MiniLM served with ONNX Runtime.",
     )
 
-    async def classify(request: Request, texts: list[str]) -> JSONResponse:
+    app.state.draining = False
+
+    def begin_drain() -> None:
+        """SIGTERM: refuse new work, say not-ready; the server lets in-flight requests finish."""
+        if not app.state.draining:
+            app.state.draining = True
+            metrics.draining.set(1)
+            log_event("draining", model_version=predictor.version, queued_tokens=batcher.queued_tokens)
+
+    app.state.begin_drain = begin_drain
+
+    async def compute(request: Request, encoded: Encoded, deadline: float) -> np.ndarray | None:
+        """Admit, queue and wait for the model; Refused when the work is not done, None if the client left."""
+        if app.state.draining:
+            raise Refused(503, "draining", "draining", "the server is shutting down: retry, another instance will answer", 1)
+        try:
+            job = batcher.submit(encoded)
+        except Overloaded as exc:
+            raise Refused(503, "overloaded", exc.reason, exc.message, exc.retry_after_s) from None
+        metrics.queued_tokens.set(batcher.queued_tokens)
+        watcher = asyncio.ensure_future(_client_gone(request.receive))
+        try:
+            done, _ = await asyncio.wait((job.future, watcher), timeout=deadline - time.perf_counter(), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if job.future in done:
+            return job.future.result()
+        batcher.cancel(job)  # not computed if it had not started
+        metrics.queued_tokens.set(batcher.queued_tokens)
+        if watcher in done:
+            return None
+        raise Refused(
+            504, "deadline_exceeded", "deadline", f"no answer within the {settings.deadline_ms} ms deadline: retry later or send fewer sentences"
+        )
+
+    async def classify(request: Request, texts: list[str]) -> Response:
         start = time.perf_counter()
-        result = await batcher(texts)
+        metrics.in_flight.inc()
+        encoded = predictor.encode(texts)  # here, not in the model call: admission needs the token counts
+        try:
+            probs = await compute(request, encoded, start + settings.deadline_ms / 1000)
+        finally:
+            metrics.in_flight.dec()
+        if probs is None:
+            metrics.rejected.labels(reason="client_gone").inc()
+            log_event("rejected", reason="client_gone", request_id=request.state.request_id)
+            return Response(status_code=CLIENT_CLOSED)
         latency_ms = (time.perf_counter() - start) * 1000
         request_id = request.state.request_id
-        winners = np.argmax(result.batch.probs, axis=1)
+        winners = np.argmax(probs, axis=1)
         predictions, names, confidences = [], [], []
-        for text, probs, winner, tokens, unk_rate in zip(
-            texts, result.batch.probs.tolist(), winners.tolist(), result.batch.tokens, result.batch.unk_rates, strict=True
+        for text, row, winner, tokens, unk_rate in zip(
+            texts, probs.tolist(), winners.tolist(), encoded.tokens, encoded.unk_rates, strict=True
         ):
-            label, confidence = labels[winner], probs[winner]
-            predictions.append({"label": label, "confidence": confidence, "probabilities": dict(zip(labels, probs, strict=True))})
+            label, confidence = labels[winner], row[winner]
+            predictions.append({"label": label, "confidence": confidence, "probabilities": dict(zip(labels, row, strict=True))})
             names.append(label)
             confidences.append(confidence)
             metrics.predictions.labels(label=label).inc()
@@ -96,7 +159,7 @@ def create_app(predictor: BundlePredictor, settings: Settings) -> FastAPI:
                 model_version=predictor.version,
                 label=label,
                 confidence=round(confidence, 6),
-                prob_acceptable=round(probs[positive], 6),
+                prob_acceptable=round(row[positive], 6),
                 latency_ms=round(latency_ms, 3),
                 chars=len(text),
                 tokens=tokens,
@@ -128,8 +191,10 @@ def create_app(predictor: BundlePredictor, settings: Settings) -> FastAPI:
     async def health():
         return {"status": "ok"}
 
-    @app.get("/ready", summary="Readiness: the bundle is loaded and matched its sha256 manifest")
+    @app.get("/ready", summary="Readiness: the bundle is loaded and matched its sha256 manifest; 503 while draining")
     async def ready():
+        if app.state.draining:
+            return JSONResponse({"status": "draining", "model_version": predictor.version}, status_code=503)
         return {"status": "ready", "model_version": predictor.version, "variant": predictor.variant}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
@@ -145,6 +210,13 @@ def create_app(predictor: BundlePredictor, settings: Settings) -> FastAPI:
     @app.exception_handler(InputError)
     async def on_input_error(request: Request, exc: InputError):
         return error_response(request, exc.status, exc.code, exc.message)
+
+    @app.exception_handler(Refused)
+    async def on_refused(request: Request, exc: Refused):
+        metrics.rejected.labels(reason=exc.reason).inc()
+        log_event("rejected", reason=exc.reason, request_id=request.state.request_id, queued_tokens=batcher.queued_tokens)
+        headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
+        return error_response(request, exc.status, exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError):
@@ -171,7 +243,11 @@ def create_app(predictor: BundlePredictor, settings: Settings) -> FastAPI:
     return app
 
 
+def load_predictor(settings: Settings) -> BundlePredictor:
+    return BundlePredictor(settings.bundle_dir, threads=settings.ort_threads, max_batch_tokens=settings.max_batch_tokens)
+
+
 def from_env() -> FastAPI:
     """App factory for `uvicorn --factory app.main:from_env` (`python -m app` is the usual entry point)."""
     settings = Settings.from_env()
-    return create_app(BundlePredictor(settings.bundle_dir, threads=settings.ort_threads), settings)
+    return create_app(load_predictor(settings), settings)

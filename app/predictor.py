@@ -32,9 +32,29 @@ class Batch:
     unk_rates: list[float]  # share of non-special tokens that are the unknown token
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """Tokenized texts, ready for the model: what the micro-batcher queues and merges."""
+
+    ids: list[list[int]]  # truncated to max_length
+    type_ids: list[list[int]]
+    tokens: list[int]  # before truncation (monitoring counts these)
+    unk_rates: list[float]
+
+    @property
+    def cost(self) -> int:
+        """Tokens the model will compute: admission control measures queued work in these."""
+        return sum(len(row) for row in self.ids)
+
+    @staticmethod
+    def merge(parts: list[Encoded]) -> Encoded:
+        return Encoded(*([x for part in parts for x in getattr(part, f)] for f in ("ids", "type_ids", "tokens", "unk_rates")))
+
+
 class BundlePredictor:
-    def __init__(self, bundle_dir: str | Path, threads: int | None = None):
+    def __init__(self, bundle_dir: str | Path, threads: int | None = None, max_batch_tokens: int = 4096):
         self.bundle_dir = Path(bundle_dir)
+        self.max_batch_tokens = max_batch_tokens  # padded tokens per ONNX Runtime call (see infer)
         self.manifest = verify_manifest(self.bundle_dir)
         config = json.loads((self.bundle_dir / CONFIG).read_text())
         try:
@@ -76,49 +96,73 @@ class BundlePredictor:
                 f"and token_type_ids only: export the model with those inputs"
             )
 
-    def _encode(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[int], list[float]]:
-        encodings = self.tokenizer.encode_batch(texts)
-        rows, tokens, unk_rates = [], [], []
-        for enc in encodings:
+    def encode(self, texts: list[str]) -> Encoded:
+        """Tokenize without running the model (cheap: the app does it on admission to size the work)."""
+        ids_rows, type_rows, tokens, unk_rates = [], [], [], []
+        for enc in self.tokenizer.encode_batch(list(texts)):
             ids, type_ids, special = enc.ids, enc.type_ids, enc.special_tokens_mask
             tokens.append(len(ids))
             words = len(ids) - sum(special)
-            unks = sum(1 for i in ids if i == self.unk_id) if self.unk_id is not None else 0
+            unks = ids.count(self.unk_id) if self.unk_id is not None else 0
             unk_rates.append(unks / words if words else 0.0)
             if len(ids) > self.max_length:
                 tail = _trailing_specials(special)
                 keep = self.max_length - tail
                 ids = ids[:keep] + ids[len(ids) - tail :]
                 type_ids = type_ids[:keep] + type_ids[len(type_ids) - tail :]
-            rows.append((ids, type_ids))
-        width = max(len(ids) for ids, _ in rows)
+            ids_rows.append(ids)
+            type_rows.append(type_ids)
+        return Encoded(ids_rows, type_rows, tokens, unk_rates)
+
+    def infer(self, encoded: Encoded) -> np.ndarray:
+        """Class probabilities for encoded rows, in their order.
+
+        Length-aware: rows are sorted by length and cut into groups of at most `max_batch_tokens` padded
+        tokens, one ONNX Runtime call each, so a long sentence does not make short ones pay for its
+        padding and one call's memory stays bounded whatever the mix.
+        """
+        n = len(encoded.ids)
+        probs = np.zeros((n, len(self.labels)), dtype=np.float32)
+        for group in self._length_groups([len(row) for row in encoded.ids]):
+            (logits,) = self.session.run(None, self._feeds(encoded, group))[:1]
+            probs[group] = _softmax(logits.astype(np.float32))
+        return probs
+
+    def _length_groups(self, lengths: list[int]) -> list[list[int]]:
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        groups: list[list[int]] = []
+        for i in order:  # ascending, so the newest row is the group's widest
+            if groups and (len(groups[-1]) + 1) * lengths[i] <= self.max_batch_tokens:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        return groups
+
+    def _feeds(self, encoded: Encoded, rows: list[int]) -> dict[str, np.ndarray]:
+        width = max(len(encoded.ids[r]) for r in rows)
         input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         type_ids = np.full((len(rows), width), self.pad_type_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
-        for r, (ids, types) in enumerate(rows):
-            input_ids[r, : len(ids)] = ids
-            type_ids[r, : len(ids)] = types
-            mask[r, : len(ids)] = 1
+        for k, r in enumerate(rows):
+            length = len(encoded.ids[r])
+            input_ids[k, :length] = encoded.ids[r]
+            type_ids[k, :length] = encoded.type_ids[r]
+            mask[k, :length] = 1
         feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": type_ids}
-        return {name: feeds[name] for name in self.input_names}, tokens, unk_rates
+        return {name: feeds[name] for name in self.input_names}
 
     def run(self, texts: list[str]) -> Batch:
-        """Tokenize and classify `texts` in one ONNX Runtime call."""
-        if not texts:
-            return Batch(np.zeros((0, len(self.labels)), dtype=np.float32), [], [])
-        feeds, tokens, unk_rates = self._encode(list(texts))
-        (logits,) = self.session.run(None, feeds)[:1]
-        return Batch(_softmax(logits.astype(np.float32)), tokens, unk_rates)
+        """Tokenize and classify `texts` (length-aware groups, see infer)."""
+        encoded = self.encode(texts)
+        return Batch(self.infer(encoded), encoded.tokens, encoded.unk_rates)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return self.run(texts).probs
 
     def token_stats(self, texts: list[str]) -> tuple[list[int], list[float]]:
         """(token counts, unknown-token rates) without running the model."""
-        if not texts:
-            return [], []
-        _, tokens, unk_rates = self._encode(list(texts))
-        return tokens, unk_rates
+        encoded = self.encode(texts)
+        return encoded.tokens, encoded.unk_rates
 
 
 def upper_ratio(text: str) -> float:

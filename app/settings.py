@@ -27,7 +27,12 @@ class Settings:
     max_sentences: int = 64  # per request; a list is classified in one ONNX Runtime call
     max_chars: int = 1000  # per sentence (CoLA's longest is under 250)
     max_body_bytes: int = 256 * 1024
-    max_batch: int = 64  # micro-batching: most sentences merged into one ONNX Runtime call
+    max_batch: int = 64  # micro-batching: most sentences merged into one model call
+    max_batch_tokens: int = 256  # padded tokens per ONNX Runtime call; rows are grouped by length (predictor.infer)
+    max_queued_tokens: int = 16384  # admitted work not yet started; beyond it: 503 queue_full (bounds memory)
+    queue_budget_ms: int = 500  # estimated time to answer above which a request is refused: 503 queue_budget
+    deadline_ms: int = 5000  # per request: 504 when passed; work not started by then is dropped
+    drain_seconds: int = 20  # after SIGTERM: grace period for in-flight requests (/ready says 503 meanwhile)
     ort_threads: int = 1
     log_text: bool = False  # raw user text in prediction logs only when explicitly enabled
     on_lambda: bool = False  # emit CloudWatch Embedded Metric Format records
@@ -40,6 +45,11 @@ class Settings:
             max_chars=max(1, _int("COLA_MAX_CHARS", cls.max_chars)),
             max_body_bytes=_int("COLA_MAX_BODY_BYTES", cls.max_body_bytes),
             max_batch=max(1, _int("COLA_MAX_BATCH", cls.max_batch)),
+            max_batch_tokens=max(1, _int("COLA_MAX_BATCH_TOKENS", cls.max_batch_tokens)),
+            max_queued_tokens=max(1, _int("COLA_MAX_QUEUED_TOKENS", cls.max_queued_tokens)),
+            queue_budget_ms=_int("COLA_QUEUE_BUDGET_MS", cls.queue_budget_ms),
+            deadline_ms=max(1, _int("COLA_DEADLINE_MS", cls.deadline_ms)),
+            drain_seconds=_int("COLA_DRAIN_SECONDS", cls.drain_seconds),
             ort_threads=_int("COLA_ORT_THREADS", cls.ort_threads),
             log_text=os.environ.get("COLA_LOG_TEXT", "0") == "1",
             on_lambda=bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")),

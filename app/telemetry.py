@@ -63,6 +63,7 @@ def log_event(event: str, level: int = logging.INFO, exc_info: bool = False, **f
     LOGGER.log(level, event, extra={"fields": {"event": event, **fields}}, exc_info=exc_info)
 
 
+REJECT_REASONS = ("queue_full", "queue_budget", "draining", "deadline", "client_gone")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -102,6 +103,20 @@ class Metrics:
         self.unk_rate = Histogram(
             "cola_unk_rate", "Share of unknown tokens per sentence", buckets=(0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0), registry=r
         )
+        self.rejected = Counter(
+            "cola_rejected_total",
+            "Requests not computed: queue_full, queue_budget, draining (503), deadline (504), client_gone",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REJECT_REASONS:  # present from the start, so rate() and alerts see a 0
+            self.rejected.labels(reason=reason)
+        self.queue_wait = Histogram(
+            "cola_queue_wait_seconds", "From admission to the start of the model call", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queued_tokens = Gauge("cola_queued_tokens", "Tokens of admitted work not yet started", registry=r)
+        self.in_flight = Gauge("cola_requests_in_flight", "Prediction requests admitted or waiting for admission", registry=r)
+        self.draining = Gauge("cola_draining", "1 after SIGTERM, while in-flight requests finish", registry=r)
         info = Gauge("cola_model_info", "The served bundle", ["version", "variant"], registry=r)
         info.labels(version=version, variant=variant).set(1)
 

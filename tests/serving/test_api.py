@@ -188,7 +188,7 @@ def test_internal_failure_is_a_logged_json_500(predictor, settings, log_lines, m
 
     from app.main import create_app
 
-    monkeypatch.setattr(predictor, "run", lambda texts: 1 / 0)  # simulate a broken model call
+    monkeypatch.setattr(predictor, "infer", lambda encoded: 1 / 0)  # simulate a broken model call
     with TestClient(create_app(predictor, settings), raise_server_exceptions=False) as client:
         response = client.post("/predict", json={"text": "hi"})
     assert response.status_code == 500 and response.json()["error"] == "internal_error"

@@ -1,4 +1,5 @@
-"""Micro-batching: requests that arrive while a batch runs are merged into the next model call."""
+"""Micro-batching and admission control: merged model calls, bounded queued work, the queue-time budget,
+cancelled jobs never computed."""
 
 from __future__ import annotations
 
@@ -8,78 +9,153 @@ import threading
 import numpy as np
 import pytest
 
-from app.batcher import MicroBatcher
-from app.predictor import Batch
+from app.batcher import MicroBatcher, Overloaded
+from app.predictor import Encoded
+
+
+def encoded(*names: str, tokens: int = 4) -> Encoded:
+    """Rows named by their first id (1 = "yes", 0 = "no", others are labels for the test), `tokens` long."""
+    ids = [[{"yes": 1, "no": 0}.get(name, hash(name) % 1000 + 2)] * tokens for name in names]
+    return Encoded(ids, [[0] * tokens for _ in names], [tokens] * len(names), [0.0] * len(names))
 
 
 class GatedModel:
     """Stands in for the model so the test decides when a call finishes (the real one is too fast to
-    observe merging deterministically); records the texts of each call."""
+    observe queueing deterministically); records the first id of every row of each call."""
 
-    def __init__(self):
-        self.calls: list[list[str]] = []
+    def __init__(self, open_: bool = False):
+        self.calls: list[list[int]] = []
         self.gate = threading.Event()
+        if open_:
+            self.gate.set()
 
-    def __call__(self, texts: list[str]) -> Batch:
-        self.calls.append(list(texts))
+    def __call__(self, batch: Encoded) -> np.ndarray:
+        self.calls.append([row[0] for row in batch.ids])
         self.gate.wait(timeout=30)
-        probs = np.array([[0.0, 1.0] if t.startswith("yes") else [1.0, 0.0] for t in texts], dtype=np.float32)
-        return Batch(probs, [len(t) for t in texts], [0.0] * len(texts))
+        return np.array([[0.0, 1.0] if row[0] == 1 else [1.0, 0.0] for row in batch.ids], dtype=np.float32)
+
+
+def batcher_for(model, max_batch=8, max_queued_tokens=10_000, queue_budget_s=10.0, stats=None) -> MicroBatcher:
+    return MicroBatcher(model, max_batch, max_queued_tokens, queue_budget_s, (stats.append if stats is not None else lambda s: None))
+
+
+async def started(model: GatedModel, calls: int = 1) -> None:
+    while len(model.calls) < calls:  # the model call is running (blocked on the gate)
+        await asyncio.sleep(0.001)
 
 
 def test_concurrent_requests_share_a_call_and_get_their_own_rows():
-    model = GatedModel()
-    batches: list[int] = []
-    batcher = MicroBatcher(model, max_batch=8, on_batch=lambda size, seconds: batches.append(size))
+    model, stats = GatedModel(), []
+    batcher = batcher_for(model, stats=stats)
 
     async def scenario():
-        first = asyncio.create_task(batcher(["yes 0"]))
-        while not model.calls:  # the first call is running (blocked on the gate)
-            await asyncio.sleep(0.001)
-        rest = [asyncio.create_task(batcher([f"yes {i}", f"no {i}"])) for i in range(1, 4)]
-        await asyncio.sleep(0.01)
+        first = batcher.submit(encoded("yes"))
+        await started(model)
+        rest = [batcher.submit(encoded("yes", "no")) for _ in range(3)]
         model.gate.set()
-        return await first, await asyncio.gather(*rest)
+        return await first.future, await asyncio.gather(*(job.future for job in rest))
 
     first, rest = asyncio.run(scenario())
-    assert model.calls[0] == ["yes 0"]
-    assert model.calls[1] == ["yes 1", "no 1", "yes 2", "no 2", "yes 3", "no 3"]  # three requests, one call
-    assert batches == [1, 6]
-    assert first.batch.probs.tolist() == [[0.0, 1.0]]
-    for i, result in enumerate(rest, start=1):
-        assert result.batch.probs.tolist() == [[0.0, 1.0], [1.0, 0.0]]
-        assert result.batch.tokens == [len(f"yes {i}"), len(f"no {i}")]
-        assert result.batch_size == 6
+    assert model.calls == [[1], [1, 0, 1, 0, 1, 0]]  # three requests, one call
+    assert [s.sentences for s in stats] == [1, 6] and len(stats[1].queue_seconds) == 3
+    assert first.tolist() == [[0.0, 1.0]]
+    assert all(rows.tolist() == [[0.0, 1.0], [1.0, 0.0]] for rows in rest)
+    assert batcher.queued_tokens == 0 and batcher.tokens_per_s > 0  # measured from the calls
 
 
 def test_max_batch_splits_calls_and_failures_reach_every_waiter():
-    model = GatedModel()
-    model.gate.set()
-    batcher = MicroBatcher(model, max_batch=2, on_batch=lambda size, seconds: None)
+    model = GatedModel(open_=True)
+    batcher = batcher_for(model, max_batch=2)
 
     async def scenario():
-        return await asyncio.gather(*(batcher([f"yes {i}"]) for i in range(5)))
+        return await asyncio.gather(*(batcher.submit(encoded("yes")).future for _ in range(5)))
 
-    results = asyncio.run(scenario())
-    assert len(results) == 5 and all(len(call) <= 2 for call in model.calls)
+    assert len(asyncio.run(scenario())) == 5 and all(len(call) <= 2 for call in model.calls)
 
-    def broken(texts):
+    def broken(batch):
         raise RuntimeError("model failed")
 
-    failing = MicroBatcher(broken, max_batch=4, on_batch=lambda size, seconds: None)
+    failing = batcher_for(broken, max_batch=4)
 
     async def failing_scenario():
-        return await asyncio.gather(failing(["a"]), failing(["b"]), return_exceptions=True)
+        jobs = [failing.submit(encoded("a")), failing.submit(encoded("b"))]
+        return await asyncio.gather(*(job.future for job in jobs), return_exceptions=True)
 
     assert [str(e) for e in asyncio.run(failing_scenario())] == ["model failed", "model failed"]
+    assert failing.queued_tokens == 0 and failing.running_tokens == 0
 
 
-def test_one_request_larger_than_max_batch_still_runs():
+def test_one_request_larger_than_max_batch_or_the_token_limit_runs_when_idle():
+    model = GatedModel(open_=True)
+    batcher = batcher_for(model, max_batch=2, max_queued_tokens=5)
+
+    async def scenario():
+        return await batcher.submit(encoded("yes", "yes", "no", tokens=4)).future  # 12 tokens > 5
+
+    assert asyncio.run(scenario()).shape == (3, 2)
+
+
+def test_queued_tokens_over_the_limit_are_refused_at_once():
     model = GatedModel()
-    model.gate.set()
-    batcher = MicroBatcher(model, max_batch=2, on_batch=lambda size, seconds: None)
-    result = asyncio.run(batcher(["yes a", "yes b", "no c"]))
-    assert result.batch.probs.shape == (3, 2)
+    batcher = batcher_for(model, max_queued_tokens=10)
+
+    async def scenario():
+        running = batcher.submit(encoded("yes", tokens=50))  # running work does not count against the limit
+        await started(model)
+        queued = batcher.submit(encoded("no", tokens=6))
+        with pytest.raises(Overloaded) as refused:
+            batcher.submit(encoded("no", tokens=6))  # 6 + 6 > 10
+        small = batcher.submit(encoded("yes", tokens=4))  # 6 + 4 fits
+        model.gate.set()
+        await asyncio.gather(running.future, queued.future, small.future)
+        return refused.value
+
+    refused = asyncio.run(scenario())
+    assert refused.reason == "queue_full" and refused.retry_after_s >= 1
+    assert "6 tokens" in refused.message and "limit of 10" in refused.message
+    assert model.calls == [[1], [0, 1]]
+
+
+def test_estimated_wait_over_the_budget_is_refused():
+    model = GatedModel()
+    batcher = batcher_for(model, queue_budget_s=0.5)
+
+    async def scenario():
+        running = batcher.submit(encoded("yes", tokens=50))  # no rate measured yet: admitted
+        await started(model)
+        batcher.tokens_per_s = 100.0  # as if measured: 50 running tokens = 0.5 s
+        with pytest.raises(Overloaded) as refused:
+            batcher.submit(encoded("no", tokens=10))  # (50 + 10) / 100 = 0.6 s > 0.5 s
+        model.gate.set()
+        await running.future
+        return refused.value
+
+    refused = asyncio.run(scenario())
+    assert refused.reason == "queue_budget" and "600 ms" in refused.message and "500 ms" in refused.message
+    assert refused.retry_after_s == 1
+
+
+def test_a_cancelled_job_is_never_computed_and_releases_its_tokens():
+    model = GatedModel()
+    batcher = batcher_for(model)
+
+    async def scenario():
+        running = batcher.submit(encoded("yes"))
+        await started(model)
+        gone = batcher.submit(encoded("gone", tokens=7))
+        kept = batcher.submit(encoded("no"))
+        assert batcher.queued_tokens == 11
+        batcher.cancel(gone)
+        assert batcher.queued_tokens == 4
+        batcher.cancel(running)  # already running: its result is simply dropped
+        model.gate.set()
+        await started(model, 2)
+        return await kept.future, running.future.cancelled()
+
+    kept, running_cancelled = asyncio.run(scenario())
+    assert model.calls == [[1], [0]]  # "gone" never reached the model
+    assert kept.tolist() == [[1.0, 0.0]] and running_cancelled
+    assert batcher.queued_tokens == 0
 
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")

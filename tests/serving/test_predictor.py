@@ -26,13 +26,29 @@ def test_probabilities_are_a_distribution_and_batch_independent(predictor):
 
 def test_long_input_is_truncated_but_counted(predictor):
     long_text = "word " * 300
-    feeds, tokens, _ = predictor._encode([long_text, "short"])
-    assert tokens[0] == 302  # 300 words + [CLS] + [SEP], before truncation
+    encoded = predictor.encode([long_text, "short"])
+    assert encoded.tokens[0] == 302  # 300 words + [CLS] + [SEP], before truncation
+    feeds = predictor._feeds(encoded, [0, 1])
     assert feeds["input_ids"].shape == (2, predictor.max_length)
     sep = predictor.tokenizer.token_to_id("[SEP]")
     assert feeds["input_ids"][0, -1] == sep  # truncation keeps the closing special token
     assert feeds["attention_mask"][1].sum() == 3
+    assert encoded.cost == predictor.max_length + 3
     assert predictor.predict_proba([long_text]).shape == (1, 2)
+
+
+def test_length_groups_bound_padding_and_keep_the_input_order(tiny_bundle):
+    texts = ["Yes.", "word " * 40, "The cat sat on the mat.", "word " * 20, "No.", "The dog barked at the moon."]
+    one_call = BundlePredictor(tiny_bundle, max_batch_tokens=10**9)
+    grouped = BundlePredictor(tiny_bundle, max_batch_tokens=64)
+    lengths = [len(row) for row in grouped.encode(texts).ids]
+    groups = grouped._length_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(texts)))
+    assert all(len(g) * max(lengths[i] for i in g) <= 64 or len(g) == 1 for g in groups)
+    assert len(groups) > 1 and len(one_call._length_groups(lengths)) == 1
+    np.testing.assert_allclose(grouped.predict_proba(texts), one_call.predict_proba(texts), atol=2e-3)
+    one_by_one = np.vstack([one_call.predict_proba([t]) for t in texts])
+    np.testing.assert_allclose(grouped.predict_proba(texts), one_by_one, atol=2e-3)
 
 
 def test_unknown_token_rate(predictor):
