@@ -90,6 +90,7 @@ def create_app(predictor: BundlePredictor, settings: Settings) -> FastAPI:
         description="Is an English sentence grammatically acceptable? A fine-tuned MiniLM served with ONNX Runtime.",
     )
 
+    app.state.batcher = batcher
     app.state.draining = False
 
     def begin_drain() -> None:

@@ -54,6 +54,8 @@ def log_lines():
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     LOGGER.addHandler(handler)
+    level = LOGGER.level
+    LOGGER.setLevel(logging.INFO)  # setup_logging() leaves the level alone once a handler is attached
 
     def read(event: str | None = None) -> list[dict]:
         parsed = [json.loads(line) for line in stream.getvalue().splitlines()]
@@ -61,6 +63,7 @@ def log_lines():
 
     yield read
     LOGGER.removeHandler(handler)
+    LOGGER.setLevel(level)
 
 
 @pytest.fixture

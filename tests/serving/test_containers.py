@@ -1,14 +1,16 @@
 """Both images built with podman (runc, as root) from a local Debian base, then run:
 the API image answers /ready and /predict; the Lambda image runs awslambdaric against the loopback
-Runtime API. `bash docker/podman-setup.sh` prepares podman, the cached base image and the wheels."""
+Runtime API; the API container refuses overload and drains on `podman stop`. `bash docker/podman-setup.sh` prepares podman, the cached base image and the wheels."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
+import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from cola.config import ROOT
 from tests.serving.conftest import free_port
 from tests.serving.lambda_runtime import LambdaRuntimeAPI
 from tests.serving.test_lambda import load_event
+from tests.serving.test_overload import in_flight, post
 
 BASE_IMAGE = "localhost/cola-base:bookworm"
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -59,8 +62,6 @@ def image(build_context):
 
 
 def wait_http(url: str, container: str, limit_s: float = 120) -> None:
-    import time
-
     deadline = time.monotonic() + limit_s  # a hang guard, not a speed assertion
     while time.monotonic() < deadline:
         try:
@@ -122,3 +123,35 @@ def test_lambda_image_with_the_runtime_interface_client(image):
             assert '"Namespace":"ColaClassifier"' in logs and '"event":"prediction"' in logs
         finally:
             podman("rm", "-f", name, check=False)
+
+
+def test_api_container_refuses_overload_and_drains_on_stop(image):
+    """`podman stop` sends SIGTERM: the admitted requests are all answered, then the container exits 0.
+    tests/serving/slow_server.py (the image's own serve(), each model call 0.4 s slower) makes them last."""
+    tag = image("Dockerfile")
+    port = free_port()
+    name = f"cola-drain-{uuid.uuid4().hex[:8]}"
+    url = f"http://127.0.0.1:{port}"
+    podman("run", "-d", "--name", name, "--network", "host", "-e", "COLA_MAX_BATCH=1", "-e", "COLA_MAX_QUEUED_TOKENS=64",
+           "-e", "COLA_QUEUE_BUDGET_MS=60000", "-v", f"{ROOT / 'tests/serving/slow_server.py'}:/srv/slow_server.py:ro",
+           tag, "python3", "/srv/slow_server.py", str(port), "0.4")  # fmt: skip
+    try:
+        wait_http(f"{url}/ready", name)
+        requests = 4
+        with ThreadPoolExecutor(requests) as pool:
+            answers = [pool.submit(post, url, [f"Sentence {i} is short."]) for i in range(requests)]
+            end = time.monotonic() + 60  # hang guard
+            while in_flight(url) < requests:
+                assert time.monotonic() < end, "requests never all reached the server"
+                time.sleep(0.02)
+            overload = post(url, ["A much longer sentence that is not going to fit into the small queue."] * 4)
+            stopped = podman("stop", "--time", "30", name, check=False)
+            statuses = [a.result() for a in answers]
+        exit_code = podman("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip()
+        logs = podman("logs", name).stdout
+    finally:
+        podman("rm", "-f", name, check=False)
+    assert overload == 503
+    assert statuses == [200] * requests, logs
+    assert stopped.returncode == 0 and exit_code == "0", logs
+    assert '"event":"draining"' in logs and '"event":"stopped"' in logs

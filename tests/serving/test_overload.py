@@ -1,0 +1,215 @@
+"""Overload, deadlines and shutdown, end to end: 503 + Retry-After when the queue is full, 504 past the
+deadline (and the dropped work never computed), nothing computed for a client that left, and SIGTERM
+draining a real server: every request in flight is answered, then exit code 0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from app.main import create_app
+from cola.config import ROOT
+from tests.serving.conftest import free_port, serve_env, wait_ready
+
+
+class Gate:
+    """Holds every model call until opened (the tiny bundle is too fast to observe a queue); counts the
+    sentences each call computed."""
+
+    def __init__(self, infer):
+        self.infer, self.opened, self.calls = infer, threading.Event(), []
+
+    def __call__(self, encoded):
+        self.calls.append(len(encoded.ids))
+        self.opened.wait(timeout=30)
+        return self.infer(encoded)
+
+
+@pytest.fixture
+def gate(predictor, monkeypatch) -> Gate:
+    gate = Gate(predictor.infer)
+    monkeypatch.setattr(predictor, "infer", gate)
+    yield gate
+    gate.opened.set()
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+async def until(condition, limit_s: float = 10) -> None:
+    end = time.monotonic() + limit_s  # a hang guard, not a speed assertion
+    while not condition():
+        assert time.monotonic() < end, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+def run_app(app, scenario):
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return await scenario(client)
+
+    return asyncio.run(main())
+
+
+def test_work_over_the_queue_limit_gets_503_with_retry_after(predictor, settings, gate, log_lines):
+    app = create_app(predictor, replace(settings, max_queued_tokens=20))
+
+    async def scenario(client):
+        first = asyncio.ensure_future(client.post("/predict", json={"text": "The cat sat."}))  # runs (held)
+        await until(lambda: gate.calls)
+        second = asyncio.ensure_future(client.post("/predict", json={"text": "The dog barked loudly."}))  # queued
+        await until(lambda: app.state.batcher.queued_tokens > 0)
+        refused = await client.post("/predict", json={"text": ["A long sentence that will not fit the queue at all."] * 2})
+        gate.opened.set()
+        answered = await asyncio.gather(first, second)
+        return refused, answered, (await client.get("/metrics")).text
+
+    refused, answered, metrics = run_app(app, scenario)
+    assert refused.status_code == 503 and refused.headers["retry-after"].isdigit()
+    body = refused.json()
+    assert body["error"] == "overloaded" and "limit of 20" in body["message"]
+    assert body["request_id"] == refused.headers["x-request-id"]
+    assert [r.status_code for r in answered] == [200, 200]  # admitted work is not affected
+    assert metric(metrics, 'cola_rejected_total{reason="queue_full"}') == 1
+    assert metric(metrics, 'cola_rejected_total{reason="deadline"}') == 0
+    assert log_lines("rejected")[0]["reason"] == "queue_full"
+    assert log_lines("request")[-1]["status"] in (200, 503)
+
+
+def test_past_the_deadline_is_a_504_and_the_queued_work_is_dropped(predictor, settings, gate):
+    app = create_app(predictor, replace(settings, deadline_ms=300))
+
+    async def scenario(client):
+        first = asyncio.ensure_future(client.post("/predict", json={"text": "The cat sat."}))
+        await until(lambda: gate.calls)
+        late = await client.post("/predict", json={"text": ["One.", "Two.", "Three."]})  # queued behind it
+        gate.opened.set()
+        return late, await first, (await client.get("/metrics")).text
+
+    late, first, metrics = run_app(app, scenario)
+    assert late.status_code == 504 and late.json()["error"] == "deadline_exceeded" and "300 ms" in late.json()["message"]
+    assert first.status_code == 504  # it was running when its deadline passed: the answer is not awaited
+    assert gate.calls == [1]  # the three sentences behind it were never computed
+    assert metric(metrics, 'cola_rejected_total{reason="deadline"}') == 2
+    assert metric(metrics, "cola_queued_tokens") == 0
+
+
+def test_nothing_is_computed_for_a_client_that_went_away(predictor, settings, gate, log_lines):
+    app = create_app(predictor, settings)
+    body = json.dumps({"text": ["Leaving now.", "Gone."]}).encode()
+    sent: list[dict] = []
+
+    async def call(path_body: bytes | None, disconnect: asyncio.Event) -> None:
+        delivered = False
+
+        async def receive():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": path_body or b"", "more_body": False}
+            await disconnect.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+                 "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+                 "headers": [(b"content-type", b"application/json")], "client": ("127.0.0.1", 1), "server": ("test", 80)}  # fmt: skip
+        await app(scope, receive, send)
+
+    async def scenario():
+        stay, leave = asyncio.Event(), asyncio.Event()
+        running = asyncio.ensure_future(call(json.dumps({"text": "Stays."}).encode(), stay))
+        await until(lambda: gate.calls)
+        leaving = asyncio.ensure_future(call(body, leave))
+        await until(lambda: app.state.batcher.queued_tokens > 0)
+        leave.set()  # the client disconnects while its request is queued
+        await leaving
+        gate.opened.set()
+        await running
+        stay.set()
+
+    asyncio.run(scenario())
+    assert gate.calls == [1]  # the leaving client's two sentences were never computed
+    statuses = [m["status"] for m in sent if m["type"] == "http.response.start"]
+    assert sorted(statuses) == [200, 499]
+    assert [line["reason"] for line in log_lines("rejected")] == ["client_gone"]
+
+
+def test_draining_says_not_ready_and_refuses_new_work(predictor, settings, client):
+    assert client.get("/ready").status_code == 200
+    client.app.state.begin_drain()
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and ready.json()["status"] == "draining"
+    refused = client.post("/predict", json={"text": "Too late."})
+    assert refused.status_code == 503 and refused.json()["error"] == "draining" and refused.headers["retry-after"] == "1"
+    assert client.get("/health").status_code == 200  # alive, just not taking work
+    assert 'cola_rejected_total{reason="draining"} 1.0' in client.get("/metrics").text
+
+
+def in_flight(url: str) -> float:
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+        return metric(response.read().decode(), "cola_requests_in_flight")
+
+
+def post(url: str, texts: list[str]) -> int | str:
+    request = urllib.request.Request(url + "/predict", json.dumps({"text": texts}).encode(), {"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError as exc:  # connection refused / reset: a lost request
+        return type(getattr(exc, "reason", exc)).__name__
+
+
+@pytest.mark.slow
+def test_sigterm_answers_every_request_in_flight_then_exits_0(tiny_bundle):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.serving.slow_server", str(port), "0.4"],  # each model call takes 0.4 s more
+        cwd=ROOT,
+        env=serve_env(tiny_bundle, COLA_MAX_BATCH="1", COLA_QUEUE_BUDGET_MS="60000", COLA_DEADLINE_MS="60000"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_ready(url, server)
+        requests = 5  # one model call each (COLA_MAX_BATCH=1): about 2 s of queued work
+        with ThreadPoolExecutor(requests) as pool:
+            answers = [pool.submit(post, url, [f"Sentence number {i} is here."]) for i in range(requests)]
+            end = time.monotonic() + 30  # hang guard
+            while in_flight(url) < requests:
+                assert time.monotonic() < end, "requests never all reached the server"
+                time.sleep(0.02)
+            server.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            after = post(url, ["Sent after SIGTERM."])  # the listener is closed
+            statuses = [a.result() for a in answers]
+        exit_code = server.wait(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    log = [json.loads(line) for line in server.stdout.read().splitlines() if line.startswith("{")]
+    assert statuses == [200] * requests  # every accepted request answered: none lost
+    assert after == "ConnectionRefusedError"
+    assert exit_code == 0
+    events = [line["event"] for line in log]
+    assert "draining" in events and events[-1] == "stopped"
+    assert sum(1 for line in log if line["event"] == "prediction") == requests
