@@ -48,6 +48,7 @@ class ErrorResponse(BaseModel):
 
 
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 503, 504)}
+LAMBDA_MARGIN_MS = 300  # kept back from the Lambda's remaining time to send the 504 and its logs
 CLIENT_CLOSED = 499  # nginx's status for "the client went away first"; logged and counted, never received
 
 
@@ -122,16 +123,19 @@ def create_app(predictor: BundlePredictor, settings: Settings) -> FastAPI:
         metrics.queued_tokens.set(batcher.queued_tokens)
         if watcher in done:
             return None
-        raise Refused(
-            504, "deadline_exceeded", "deadline", f"no answer within the {settings.deadline_ms} ms deadline: retry later or send fewer sentences"
-        )
+        raise Refused(504, "deadline_exceeded", "deadline", "no answer within the deadline: retry later or send fewer sentences")
+
+    def deadline_ms(request: Request) -> float:
+        """COLA_DEADLINE_MS, or less on Lambda: answer 504 ourselves before the function times out."""
+        remaining = getattr(request.scope.get("aws.context"), "get_remaining_time_in_millis", None)
+        return settings.deadline_ms if remaining is None else min(settings.deadline_ms, remaining() - LAMBDA_MARGIN_MS)
 
     async def classify(request: Request, texts: list[str]) -> Response:
         start = time.perf_counter()
         metrics.in_flight.inc()
         encoded = predictor.encode(texts)  # here, not in the model call: admission needs the token counts
         try:
-            probs = await compute(request, encoded, start + settings.deadline_ms / 1000)
+            probs = await compute(request, encoded, start + deadline_ms(request) / 1000)
         finally:
             metrics.in_flight.dec()
         if probs is None:

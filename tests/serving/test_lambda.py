@@ -28,6 +28,10 @@ class Context:
 
     aws_request_id = "11111111-2222-3333-4444-555555555555"
     function_name = "cola-classifier"
+    remaining_ms = 60_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +60,14 @@ def test_http_event_with_bad_input_is_a_4xx(lambda_module):
     event = load_event("function_url.json") | {"body": '{"text": ""}', "isBase64Encoded": False}
     response = lambda_module.handler(event, Context())
     assert response["statusCode"] == 422 and json.loads(response["body"])["error"] == "empty_text"
+
+
+def test_a_request_the_function_cannot_finish_in_time_is_a_504_not_a_timeout(lambda_module):
+    context = Context()
+    context.remaining_ms = 200  # less than the margin the app keeps to answer before Lambda kills it
+    response = lambda_module.handler(load_event("http_api_v2.json"), context)
+    assert response["statusCode"] == 504 and json.loads(response["body"])["error"] == "deadline_exceeded"
+    assert lambda_module.handler({"sentence": "The cat sat."}, context)["statusCode"] == 504
 
 
 def test_direct_invocation_like_the_original_project(lambda_module):

@@ -100,7 +100,7 @@ def test_past_the_deadline_is_a_504_and_the_queued_work_is_dropped(predictor, se
         return late, await first, (await client.get("/metrics")).text
 
     late, first, metrics = run_app(app, scenario)
-    assert late.status_code == 504 and late.json()["error"] == "deadline_exceeded" and "300 ms" in late.json()["message"]
+    assert late.status_code == 504 and late.json()["error"] == "deadline_exceeded" and "deadline" in late.json()["message"]
     assert first.status_code == 504  # it was running when its deadline passed: the answer is not awaited
     assert gate.calls == [1]  # the three sentences behind it were never computed
     assert metric(metrics, 'cola_rejected_total{reason="deadline"}') == 2
