@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import uuid
@@ -69,6 +70,30 @@ class BodyLimit:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+class ShedWhenBusy:
+    """Refuse POST/GET /predict with 503 before any parsing when the queued work alone is over the budget.
+
+    Clients that retry at once and ignore Retry-After turn overload into a flood of requests; refusing
+    must then cost far less than answering, or the refusals take the CPU the model needs and accepted
+    requests slow down too. The exact check, with the request's own tokens, stays in MicroBatcher.submit.
+    """
+
+    def __init__(self, app, batcher, on_shed):
+        self.app, self.batcher, self.on_shed = app, batcher, on_shed  # on_shed(request_id): count and log
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/predict":
+            return await self.app(scope, receive, send)
+        wait = self.batcher.estimated_wait_s()
+        if wait <= self.batcher.queue_budget_s:
+            return await self.app(scope, receive, send)
+        request_id = scope.get("state", {}).get("request_id")
+        self.on_shed(request_id)
+        message = f"the server is busy: about {wait * 1000:.0f} ms of work is queued, over the {self.batcher.queue_budget_s * 1000:.0f} ms budget: retry later"
+        retry_after = str(max(1, math.ceil(wait))).encode()
+        await _send_json(send, 503, {"error": "overloaded", "message": message, "request_id": request_id}, [(b"retry-after", retry_after)])
 
 
 class RequestTelemetry:

@@ -150,6 +150,23 @@ def test_nothing_is_computed_for_a_client_that_went_away(predictor, settings, ga
     assert [line["reason"] for line in log_lines("rejected")] == ["client_gone"]
 
 
+def test_a_full_queue_refuses_before_parsing_the_request(client, log_lines):
+    batcher = client.app.state.batcher
+    batcher.tokens_per_s, batcher.queued_tokens = 100.0, 1000  # as if measured: 10 s of work queued
+    try:
+        refused = client.post("/predict", content=b"not even JSON")  # refused before the body is read
+        refused_get = client.get("/predict", params={"text": "Fine."})
+        ok = client.get("/health")
+    finally:
+        batcher.queued_tokens = 0
+    assert refused.status_code == 503 and refused.json()["error"] == "overloaded"
+    assert "10000 ms of work is queued" in refused.json()["message"] and refused.headers["retry-after"] == "10"
+    assert refused_get.status_code == 503 and ok.status_code == 200
+    assert [line["reason"] for line in log_lines("rejected")] == ["queue_budget", "queue_budget"]
+    assert 'cola_rejected_total{reason="queue_budget"} 2.0' in client.get("/metrics").text
+    assert client.get("/predict", params={"text": "Fine."}).status_code == 200
+
+
 def test_draining_says_not_ready_and_refuses_new_work(predictor, settings, client):
     assert client.get("/ready").status_code == 200
     client.app.state.begin_drain()
