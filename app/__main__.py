@@ -34,7 +34,7 @@ class DrainingServer(uvicorn.Server):
         self.fastapi_app = app
 
     def handle_exit(self, sig: int, frame) -> None:
-        self.fastapi_app.state.begin_drain()
+        self.fastapi_app.state.service.begin_drain()
         if self.should_exit and sig == signal.SIGINT:
             self.force_exit = True  # a second Ctrl-C: stop waiting for in-flight requests
         else:
@@ -52,7 +52,7 @@ def serve(app: FastAPI, settings: Settings, host: str, port: int) -> None:
         timeout_graceful_shutdown=settings.drain_seconds,
     )
     DrainingServer(config, app).run()
-    log_event("stopped", drained=app.state.draining)
+    log_event("stopped", drained=app.state.service.draining)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -121,6 +121,14 @@ class Metrics:
         info.labels(version=version, variant=variant).set(1)
 
 
+    def observe_prediction(self, label: str, confidence: float, chars: int, tokens: int, unk_rate: float) -> None:
+        self.predictions.labels(label=label).inc()
+        self.confidence.observe(confidence)
+        self.input_chars.observe(chars)
+        self.input_tokens.observe(tokens)
+        self.unk_rate.observe(unk_rate)
+
+
 def emf_records(model_version: str, latency_ms: float, labels: list[str], confidences: list[float]) -> list[dict]:
     """CloudWatch Embedded Metric Format records for one request, so Lambda gets metrics without a scraper."""
     timestamp = int(time.time() * 1000)

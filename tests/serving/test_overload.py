@@ -71,7 +71,7 @@ def test_work_over_the_queue_limit_gets_503_with_retry_after(predictor, settings
         first = asyncio.ensure_future(client.post("/predict", json={"text": "The cat sat."}))  # runs (held)
         await until(lambda: gate.calls)
         second = asyncio.ensure_future(client.post("/predict", json={"text": "The dog barked loudly."}))  # queued
-        await until(lambda: app.state.batcher.queued_tokens > 0)
+        await until(lambda: app.state.service.batcher.queued_tokens > 0)
         refused = await client.post("/predict", json={"text": ["A long sentence that will not fit the queue at all."] * 2})
         gate.opened.set()
         answered = await asyncio.gather(first, second)
@@ -136,7 +136,7 @@ def test_nothing_is_computed_for_a_client_that_went_away(predictor, settings, ga
         running = asyncio.ensure_future(call(json.dumps({"text": "Stays."}).encode(), stay))
         await until(lambda: gate.calls)
         leaving = asyncio.ensure_future(call(body, leave))
-        await until(lambda: app.state.batcher.queued_tokens > 0)
+        await until(lambda: app.state.service.batcher.queued_tokens > 0)
         leave.set()  # the client disconnects while its request is queued
         await leaving
         gate.opened.set()
@@ -151,7 +151,7 @@ def test_nothing_is_computed_for_a_client_that_went_away(predictor, settings, ga
 
 
 def test_a_full_queue_refuses_before_parsing_the_request(client, log_lines):
-    batcher = client.app.state.batcher
+    batcher = client.app.state.service.batcher
     batcher.tokens_per_s, batcher.queued_tokens = 100.0, 1000  # as if measured: 10 s of work queued
     try:
         refused = client.post("/predict", content=b"not even JSON")  # refused before the body is read
@@ -169,7 +169,7 @@ def test_a_full_queue_refuses_before_parsing_the_request(client, log_lines):
 
 def test_draining_says_not_ready_and_refuses_new_work(predictor, settings, client):
     assert client.get("/ready").status_code == 200
-    client.app.state.begin_drain()
+    client.app.state.service.begin_drain()
     ready = client.get("/ready")
     assert ready.status_code == 503 and ready.json()["status"] == "draining"
     refused = client.post("/predict", json={"text": "Too late."})

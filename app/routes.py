@@ -1,0 +1,98 @@
+"""The routes: /predict (POST and GET), /health, /ready, /metrics, / (a small page). The work is done by the
+PredictionService in `app.state.service`; the documented schemas depend on the settings, hence a factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from app.inputs import SENTENCE_PATTERN, check_sentences, parse_body, request_schema
+from app.service import ClientGone, PredictionService
+from app.settings import Settings
+
+PAGE = Path(__file__).with_name("static") / "index.html"
+CLIENT_CLOSED = 499  # nginx's status for "the client went away first"; logged and counted, never received
+
+
+class Prediction(BaseModel):
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    predictions: list[Prediction]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    message: str
+    request_id: str | None = None
+
+
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 503, 504)}
+
+
+def get_service(request: Request) -> PredictionService:
+    return request.app.state.service
+
+
+Service = Annotated[PredictionService, Depends(get_service)]
+
+
+async def _answer(service: PredictionService, request: Request, texts: list[str]) -> Response:
+    try:
+        return JSONResponse(await service.classify(request, texts))
+    except ClientGone:
+        service.rejected("client_gone", request.state.request_id)
+        return Response(status_code=CLIENT_CLOSED)
+
+
+def build_router(settings: Settings) -> APIRouter:
+    router = APIRouter()
+    body_schema = request_schema(settings).model_json_schema()
+
+    @router.post("/predict", response_model=PredictResponse, responses=ERRORS, summary="Classify one sentence or a list",
+                 openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}}})  # fmt: skip
+    async def predict_post(request: Request, service: Service):
+        """Body `{"text": "a sentence"}` or `{"text": ["one", "two", ...]}`; a list is classified in one model call."""
+        texts = parse_body(await request.body(), request.headers.get("content-type"), settings)
+        return await _answer(service, request, texts)
+
+    @router.get("/predict", response_model=PredictResponse, responses=ERRORS, summary="Classify one sentence (query string)")
+    async def predict_get(
+        request: Request,
+        service: Service,
+        text: str = Query(..., min_length=1, max_length=settings.max_chars, pattern=SENTENCE_PATTERN, description="The sentence"),
+    ):
+        """Kept for users of the original project: `GET /predict?text=...`."""
+        return await _answer(service, request, check_sentences([text], settings))
+
+    @router.get("/health", summary="Liveness")
+    async def health():
+        return {"status": "ok"}
+
+    @router.get("/ready", summary="Readiness: the bundle is loaded and matched its sha256 manifest; 503 while draining")
+    async def ready(service: Service):
+        version = service.predictor.version
+        if service.draining:
+            return JSONResponse({"status": "draining", "model_version": version}, status_code=503)
+        return {"status": "ready", "model_version": version, "variant": service.predictor.variant}
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics(service: Service):
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    page = PAGE.read_text()
+
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index():
+        return page
+
+    return router
