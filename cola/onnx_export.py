@@ -19,16 +19,12 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from app.bundle import CONFIG, write_manifest
+from app.predictor import GRAPH_LEVELS
 
 INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
-VARIANTS = ("fp32", "optimized", "int8")
-VARIANT_FILES = {"fp32": "model.fp32.onnx", "optimized": "model.optimized.onnx", "int8": "model.int8.onnx"}
-GRAPH_LEVELS = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
+VARIANTS = ("fp32", "optimized", "int8", "int8_static")
+VARIANT_FILES = {"fp32": "model.fp32.onnx", "optimized": "model.optimized.onnx", "int8": "model.int8.onnx",
+                 "int8_static": "model.int8_static.onnx"}
 
 
 class ExportError(RuntimeError):
@@ -125,9 +121,63 @@ def quantize_int8(src_path: str | Path, path: str | Path, per_channel: bool = Tr
     return Path(path)
 
 
+class CalibrationReader:
+    """Feeds quantize_static batches of real sentences, tokenised like serving (padding to the longest of
+    each batch), so activation ranges are those of real inputs without 128-token padding. An
+    onnxruntime.quantization.CalibrationDataReader by duck typing (get_next, rewind): importing that base
+    class pulls in the quantizer, which the torch-free half of this module must not need."""
+
+    def __init__(self, tokenizer: Tokenizer, sentences: Sequence[str], batch_size: int, input_names: Sequence[str]):
+        self._batches = [
+            {name: array for name, array in encode(tokenizer, chunk).items() if name in input_names}
+            for chunk in batches(list(sentences), batch_size)
+        ]
+        self._next = iter(self._batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._next, None)
+
+    def rewind(self) -> None:
+        self._next = iter(self._batches)
+
+
+def quantize_static_int8(src_path: str | Path, path: str | Path, reader: CalibrationReader,
+                         per_channel: bool = True) -> Path:
+    """Static int8 (QDQ) of the weight MatMuls: activation scales fixed at export from calibration batches,
+    so a sentence's prediction does not depend on what it is batched with (dynamic int8's does).
+    uint8 activations x int8 weights: the U8S8 VNNI path (see quantize_int8). Only MatMuls with a constant
+    weight are quantised: the attention-score MatMuls (activation x activation) and the embeddings stay fp32
+    (quantising them cost MCC, see docs/export.md), as do the pooler and classifier (Gemm, one row per sentence). MinMax calibration: ORT's histogram methods (percentile,
+    entropy) stack the calibration outputs into one array and fail on dynamically padded batches."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    graph = onnx.load(str(src_path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    # The QDQ quantizer ignores MatMulConstBOnly, so the activation x activation MatMuls are named here.
+    attention = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
+    quantize_static(
+        str(src_path),
+        str(path),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_exclude=attention,
+        per_channel=per_channel,
+        reduce_range=False,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        # fp32 MatMul outputs: ORT fuses DQ -> MatMul into MatMulIntegerToFloat (bias added in fp32)
+        # instead of QLinearMatMul + DequantizeLinear + Add, and the outputs keep full precision.
+        extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
+    )
+    return Path(path)
+
+
 def export_variants(model_dir: str | Path, out_dir: str | Path, opset: int, per_channel: bool = True,
-                    quantize_from: str = "fp32") -> dict[str, Path]:
-    """fp32 export → optimised fp32; int8 quantised from the `quantize_from` graph. Returns variant → path.
+                    quantize_from: str = "fp32", calibration: CalibrationReader | None = None) -> dict[str, Path]:
+    """fp32 export → optimised fp32; int8 quantised from the `quantize_from` graph; int8_static (QDQ) from
+    the fp32 graph, only when `calibration` batches are given. Returns variant → path.
 
     From "fp32", ONNX Runtime fuses the quantised graph itself at load time (DynamicQuantizeMatMul);
     from "optimized", the QKV projections become one QAttention op, which ran slower on this CPU."""
@@ -136,10 +186,62 @@ def export_variants(model_dir: str | Path, out_dir: str | Path, opset: int, per_
     out_dir = Path(out_dir)
     model = load_torch_model(model_dir)
     paths = {name: out_dir / file for name, file in VARIANT_FILES.items()}
+    if calibration is None:
+        del paths["int8_static"]
     export_fp32(model, paths["fp32"], opset)
     optimize(paths["fp32"], paths["optimized"], model.config.num_attention_heads, model.config.hidden_size)
     quantize_int8(paths[quantize_from], paths["int8"], per_channel=per_channel)
+    if calibration is not None:
+        quantize_static_int8(paths["fp32"], paths["int8_static"], calibration, per_channel)
     return paths
+
+
+def preoptimize(src_path: str | Path, path: str | Path, level: str) -> Path:
+    """Let ONNX Runtime optimise the graph once, offline, and save the result, so a serving process can load
+    it with optimisation off (faster start). `level` must be portable: ORT warns that "all" may write
+    layout transforms (NCHWc) specific to this CPU; "extended" and below write only CPU-EP fusions. Then
+    fold the bias Adds that ORT leaves after the MatMulIntegerToFloat ops of a QDQ graph (see fold_int8_bias)."""
+    if level not in ("basic", "extended"):
+        raise ExportError(f"export.preoptimize={level!r} in params.yaml: choose basic or extended (portable levels), "
+                          f"or null to ship the variant as exported")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = GRAPH_LEVELS[level]
+    options.optimized_model_filepath = str(path)
+    ort.InferenceSession(str(src_path), options, providers=["CPUExecutionProvider"])
+    model = onnx.load(str(path))
+    if fold_int8_bias(model):
+        onnx.save(model, str(path))
+    return Path(path)
+
+
+def fold_int8_bias(model: onnx.ModelProto) -> int:
+    """Move each constant 1-D bias Add that follows a MatMulIntegerToFloat into the op's optional bias input.
+    ORT's QDQ fusion leaves these Adds (30 in MiniLM, one extra pass over every activation) while its fusion
+    of the dynamic int8 graph folds them; same result, fewer memory passes. Returns how many were folded."""
+    graph = model.graph
+    biases = {t.name for t in graph.initializer if len(t.dims) == 1}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    folded = []
+    for node in graph.node:
+        if node.op_type != "MatMulIntegerToFloat" or len(node.input) > 6 or node.output[0] in outputs:
+            continue
+        users = consumers.get(node.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Add":
+            continue
+        add = users[0]
+        bias = [name for name in add.input if name != node.output[0]]
+        if len(bias) != 1 or bias[0] not in biases:
+            continue
+        node.input.extend([""] * (6 - len(node.input)) + bias)  # inputs: A, B, scales, zero points, bias
+        node.output[0] = add.output[0]
+        folded.append(add)
+    for add in folded:
+        graph.node.remove(add)
+    return len(folded)
 
 
 # --- tokenizer -----------------------------------------------------------------------------------------
@@ -239,6 +341,18 @@ def compare_variants(
     return report, logits
 
 
+def variant_logits(model_dir: str | Path, path: str | Path, sentences: Sequence[str], max_length: int,
+                   batch_size: int) -> np.ndarray:
+    """One ONNX variant's logits on the batches compare_variants builds (training tokenizer, dynamic padding)."""
+    import pandas as pd
+
+    from cola.model import load_tokenizer, make_loader
+
+    loader = make_loader(pd.DataFrame({"sentence": list(sentences)}), load_tokenizer(str(model_dir)), max_length, batch_size)
+    session = make_session(path)
+    return np.concatenate([ort_logits(session, {k: v.numpy().astype(np.int64) for k, v in batch.items()}) for batch in loader])
+
+
 def check_parity(report: dict[str, dict], tolerance: float, variant: str = "fp32") -> None:
     """The parity gate: the fp32 export must match PyTorch within `tolerance` and predict the same labels."""
     result = report[variant]
@@ -264,13 +378,23 @@ def write_bundle(
     variant: str,
     params: dict,
     metrics: dict,
+    preoptimize_level: str | None = None,
 ) -> dict:
-    """Write the self-contained serving bundle described in app/bundle.py and return its manifest."""
+    """Write the self-contained serving bundle described in app/bundle.py and return its manifest.
+
+    preoptimize_level ("basic"/"extended"): ship the graph ONNX Runtime optimised offline (see preoptimize),
+    and tell the predictor (config.json `graph_optimization_level`) to load it without optimising again,
+    provided its onnxruntime is the one that wrote it (`optimized_by_onnxruntime`)."""
     bundle_dir = Path(bundle_dir)
     if bundle_dir.exists():
         shutil.rmtree(bundle_dir)  # a stale file would otherwise end up in the manifest
     bundle_dir.mkdir(parents=True)
-    shutil.copyfile(model_path, bundle_dir / "model.onnx")
+    optimization: dict = {"graph_optimization_level": "all"}  # as exported: ORT optimises at every load
+    if preoptimize_level:
+        preoptimize(model_path, bundle_dir / "model.onnx", preoptimize_level)
+        optimization = {"graph_optimization_level": "disable", "optimized_by_onnxruntime": ort.__version__}
+    else:
+        shutil.copyfile(model_path, bundle_dir / "model.onnx")
     tokenizer.save(str(bundle_dir / "tokenizer.json"))
     input_names = [i.name for i in onnx.load(str(model_path), load_external_data=False).graph.input]
     config = {
@@ -279,7 +403,7 @@ def write_bundle(
         "variant": variant,
         "model_file": "model.onnx",
         "input_names": input_names,
-    }
+    } | optimization
     (bundle_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     return write_manifest(bundle_dir, params, metrics)
 

@@ -4,13 +4,19 @@ Variants (params benchmark.variants):
     pytorch          transformers model, eager mode under torch.inference_mode()
     ort_fp32         the plain ONNX export            ┐
     ort_optimized    fused by the ORT optimizer       ├ artifacts/onnx/, inputs padded per batch
-    ort_int8         optimised + int8 per-channel     ┘
+    ort_int8         int8 dynamic, per-channel        │
+    ort_int8_static  int8 static (QDQ, calibrated)    ┘
     ort_fp32_pad128  ort_fp32 with every input padded to benchmark.pad_to (the original project's way)
     bundle           app.predictor.BundlePredictor on raw text: tokenisation included, as served
     bundle_bucketed  bundle on the test sentences sorted by token length (length bucketing, as a batch
                      scoring job would do it): less padding per batch
 Latency is per batch call on pre-tokenised test sentences (except `bundle`). Each (variant, batch size)
 runs in a fresh process so its peak RSS is its own. Cold start = process start → first prediction.
+One thread count (benchmark.threads) for torch and ONNX Runtime alike, cold starts included.
+
+Peak (cola.int8_peak): ONNX Runtime's int8 matmul ops that the served graph runs, timed alone at the model's
+shapes on one thread; the sentences/s they imply at the test split's mean token count is an upper bound, and
+the served path's sentences/s is reported as a fraction of it, at the smallest and largest batch size.
 
 Timing only: quality (accuracy, MCC) and model size per variant have one home, reports/export/metrics.json
 (export_onnx scores every variant on the whole test split). Timings depend on the machine, so the benchmark
@@ -18,8 +24,10 @@ records its fingerprint and puts same-run ratios first.
 
 Outputs, in reports/benchmark/:
     metrics.json   headline (served vs PyTorch and vs pad-to-128, at the smallest and largest batch size),
-                   variants (per-case latency percentiles, throughput, peak RSS), cold_start_s
-    run.json       what the figures depend on but are not: machine fingerprint, settings, iteration counts
+                   variants (per-case latency percentiles, throughput, peak RSS), cold_start_s,
+                   peak (int8 GOPS, peak-implied and served sentences/s, the served fraction of the peak)
+    run.json       what the figures depend on but are not: machine fingerprint, settings, iteration counts,
+                   the peak's per-op and per-shape detail
                    (not a DVC metric, so `dvc metrics diff` shows no "changes" that are not)
     plots/{latency,throughput}.json
 """
@@ -41,13 +49,15 @@ import numpy as np
 from tqdm import tqdm
 
 from cola import onnx_export as ox
+from cola.int8_peak import int8_peak
 from cola.config import ROOT, load_params, write_json
 
 MODEL_DIR = ROOT / "models" / "model"
 TEST_DATA = ROOT / "data" / "prepared" / "test.parquet"
 ONNX_DIR = ROOT / "artifacts" / "onnx"
 BUNDLE_DIR = ROOT / "artifacts" / "bundle"
-ONNX_VARIANTS = {"ort_fp32": "fp32", "ort_optimized": "optimized", "ort_int8": "int8", "ort_fp32_pad128": "fp32"}
+ONNX_VARIANTS = {"ort_fp32": "fp32", "ort_optimized": "optimized", "ort_int8": "int8",
+                 "ort_int8_static": "int8_static", "ort_fp32_pad128": "fp32"}
 BUNDLE_VARIANTS = ("bundle", "bundle_bucketed")
 VARIANTS = ("pytorch", *ONNX_VARIANTS, *BUNDLE_VARIANTS)
 SAMPLE = "The cat sat on the mat."
@@ -69,7 +79,7 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
 COLD_START = {
     "bundle": "import sys\nfrom app.predictor import BundlePredictor\n"
     "BundlePredictor(sys.argv[1]).predict_proba([sys.argv[3]])\n",
-    "torch_transformers": "import sys, torch\n"
+    "torch_transformers": "import os, sys, torch\ntorch.set_num_threads(int(os.environ['COLA_ORT_THREADS']))\n"
     "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
     "tokenizer = AutoTokenizer.from_pretrained(sys.argv[2])\n"
     "model = AutoModelForSequenceClassification.from_pretrained(sys.argv[2]).eval()\n"
@@ -152,6 +162,36 @@ def measure_case(variant: str, batch_size: int, sentences: list[str], cfg: dict,
         "iterations": len(times),
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def measure_peak(sentences: list[str], paths: dict, max_length: int, batch_sizes: list[int], seconds: float) -> dict:
+    """Runs in its own process: cola.int8_peak for the served bundle's model at the trained model's shapes and
+    the mean token count (special tokens included, truncated at max_length) of the benchmark's sentences."""
+    import json
+
+    from app.bundle import CONFIG
+
+    shape = json.loads((paths["model_dir"] / "config.json").read_text())
+    bundle_config = json.loads((paths["bundle_dir"] / CONFIG).read_text())
+    tokenizer = ox.bundle_tokenizer(paths["model_dir"], max_length)
+    mean_tokens = float(np.mean([sum(e.attention_mask) for e in tokenizer.encode_batch(sentences)]))  # ids are padded
+    return int8_peak(paths["bundle_dir"] / bundle_config.get("model_file", "model.onnx"), shape["hidden_size"],
+                     shape["intermediate_size"], shape["num_hidden_layers"], mean_tokens, batch_sizes, seconds)
+
+
+def peak_metrics(peak: dict, results: dict) -> tuple[dict, dict]:
+    """(metrics.json `peak`, run.json `peak`): the figures, then how they were obtained (ops, rows, shapes)."""
+    figures = {k: peak[k] for k in ("mean_tokens", "int8_macs_per_sentence", "fp32_attention_macs_per_sentence")}
+    detail = {"served_ops": peak["served_ops"]}
+    for key, case in peak.items():
+        if not key.startswith("bs"):
+            continue
+        figures[key] = {"int8_gops": case["int8_gops"], "peak_sentences_per_s": case["peak_sentences_per_s"]}
+        if SERVED in results:
+            served = results[SERVED][key]["sentences_per_s"]
+            figures[key] |= {"served_sentences_per_s": served, "served_fraction_of_peak": served / case["peak_sentences_per_s"]}
+        detail[key] = {k: case[k] for k in ("m_rows", "peak_op", "ops")}
+    return figures, detail
 
 
 def cold_start(kind: str, paths: dict, threads: int, repeats: int) -> float:
@@ -242,7 +282,7 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
     results: dict[str, dict] = {}
     iterations: dict[str, dict] = {}
     cases = [(v, bs) for v in cfg["variants"] for bs in batch_sizes]
-    progress = tqdm(total=len(cases) + len(COLD_START), desc="benchmark", unit="case")
+    progress = tqdm(total=len(cases) + 1 + len(COLD_START), desc="benchmark", unit="case")
     for variant, bs in cases:
         progress.set_postfix_str(f"{variant} batch {bs}")
         # A fresh process per case: its peak RSS is this variant's alone, and torch never loads next to ORT.
@@ -253,6 +293,16 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
         results.setdefault(variant, {})[f"bs{bs}"] = case
         progress.update()
 
+    progress.set_postfix_str("int8 peak")
+    peak_sizes = sorted({batch_sizes[0], batch_sizes[-1]})  # the headline's batch sizes
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        try:
+            peak = pool.submit(measure_peak, sentences, paths, max_length, peak_sizes, cfg["peak_seconds"]).result()
+        except ValueError as exc:  # the served model is not int8: there is no int8 peak to compare with
+            print(f"benchmark: no int8 peak: {exc}")
+            peak = None
+    progress.update()
+
     cold = {}
     for kind in COLD_START:
         progress.set_postfix_str(f"cold start {kind}")
@@ -261,19 +311,22 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
     progress.close()
 
     metrics = {HEADLINE: headline(results, cold, batch_sizes), "variants": results, "cold_start_s": cold}
-    write_json(out_dir / METRICS_JSON, metrics)
-    write_json(out_dir / RUN_JSON, {
+    run_info = {
         MACHINE: machine_fingerprint(),
         "settings": {"threads": cfg["threads"], "n_sentences": len(sentences), "batch_sizes": batch_sizes},
         "iterations": iterations,
-    })
+    }
+    if peak is not None:
+        metrics["peak"], run_info["peak"] = peak_metrics(peak, results)
+    write_json(out_dir / METRICS_JSON, metrics)
+    write_json(out_dir / RUN_JSON, run_info)
     write_json(out_dir / "plots" / "latency.json", wide_rows(results, "p50_ms", batch_sizes))
     write_json(out_dir / "plots" / "throughput.json", wide_rows(results, "sentences_per_s", batch_sizes))
-    print(table(results, batch_sizes, cold))
+    print(table(results, batch_sizes, cold, metrics.get("peak")))
     return metrics
 
 
-def table(results: dict, batch_sizes: list[int], cold: dict) -> str:
+def table(results: dict, batch_sizes: list[int], cold: dict, peak: dict | None) -> str:
     lines = [f"{'variant':16s} {'batch':>5s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'sent/s':>8s} {'RSS MB':>7s}"]
     for variant, r in results.items():
         for bs in batch_sizes:
@@ -281,6 +334,11 @@ def table(results: dict, batch_sizes: list[int], cold: dict) -> str:
             lines.append(f"{variant:16s} {bs:5d} {c['p50_ms']:8.2f} {c['p95_ms']:8.2f} {c['p99_ms']:8.2f} "
                          f"{c['sentences_per_s']:8.0f} {c['peak_rss_mb']:7.0f}")
     lines += [f"cold start {kind}: {seconds:.2f} s" for kind, seconds in cold.items()]
+    for key, case in (peak or {}).items():
+        if key.startswith("bs"):
+            served = f", served {case['served_fraction_of_peak']:.0%} of it" if "served_fraction_of_peak" in case else ""
+            lines.append(f"int8 peak {key}: {case['int8_gops']:.0f} GOPS -> {case['peak_sentences_per_s']:.0f} sentences/s "
+                         f"at {peak['mean_tokens']:.1f} tokens{served}")
     return "\n".join(lines)
 
 

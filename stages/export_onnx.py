@@ -1,9 +1,11 @@
-"""export_onnx: trained model → ONNX variants (fp32, optimised fp32, int8) → parity gate → serving bundle.
+"""export_onnx: trained model → ONNX variants (fp32, optimised fp32, int8 dynamic, int8 static) → parity gate
+→ serving bundle.
 
 Outputs: artifacts/onnx/ (every variant), artifacts/bundle/ (the served variant, see app/bundle.py) and
 reports/export/metrics.json (test accuracy, MCC, agreement with PyTorch and size of every variant).
 The stage fails, with the numbers, if the fp32 export does not reproduce PyTorch on the whole test split
-or if the finished bundle, served through app.predictor, does not reproduce its variant's predictions.
+or if the finished bundle, served through app.predictor, does not reproduce its variant's predictions, or if
+the served variant's test MCC is more than export.max_mcc_drop below fp32's.
 """
 
 from __future__ import annotations
@@ -20,16 +22,19 @@ from cola.config import ROOT, declared_params, load_params, write_json
 
 MODEL_DIR = ROOT / "models" / "model"
 TEST_DATA = ROOT / "data" / "prepared" / "test.parquet"
+TRAIN_DATA = ROOT / "data" / "prepared" / "train.parquet"  # calibration sentences of the int8_static variant
 ONNX_DIR = ROOT / "artifacts" / "onnx"
 BUNDLE_DIR = ROOT / "artifacts" / "bundle"
 METRICS = ROOT / "reports" / "export" / "metrics.json"
 
 
-def check_bundle(bundle_dir: Path, sentences: list[str], expected_logits: np.ndarray, batch_size: int) -> float:
-    """Serve the test split through the finished bundle (its own tokenizer, config and manifest) in the
-    batches the comparison used; its probabilities must match the variant's. Returns max |Δprob|."""
+def check_bundle(bundle_dir: Path, sentences: list[str], expected_logits: np.ndarray) -> float:
+    """Serve the test split through the finished bundle (its own tokenizer, config, manifest and offline-
+    optimised graph) one sentence per call; its probabilities must match the variant's on the training
+    tokenizer's inputs, also one per call: dynamic int8 quantises activations per batch tensor, so only
+    single-sentence calls compare whatever the predictor batches internally. Returns max |Δprob|."""
     predictor = BundlePredictor(bundle_dir)
-    probs = np.concatenate([predictor.predict_proba(list(chunk)) for chunk in ox.batches(sentences, batch_size)])
+    probs = np.concatenate([predictor.predict_proba([sentence]) for sentence in sentences])
     expected = ox.softmax(expected_logits)
     diff = float(np.abs(probs - expected).max())
     if diff > 1e-4 or (probs.argmax(1) != expected.argmax(1)).any():
@@ -41,8 +46,15 @@ def check_bundle(bundle_dir: Path, sentences: list[str], expected_logits: np.nda
     return diff
 
 
+def calibration_sentences(train_data: Path, n: int, seed: int) -> list[str]:
+    """A seeded sample of training sentences: never the test split the variants are scored on."""
+    train = pd.read_parquet(train_data)
+    return train["sentence"].sample(n=min(n, len(train)), random_state=seed).tolist()
+
+
 def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path = ONNX_DIR,
-        bundle_dir: Path = BUNDLE_DIR, metrics_path: Path = METRICS, params: dict | None = None) -> dict:
+        bundle_dir: Path = BUNDLE_DIR, metrics_path: Path = METRICS, params: dict | None = None,
+        train_data: Path = TRAIN_DATA) -> dict:
     params = params or load_params()
     cfg, max_length = params.export, params.model.max_length
     if cfg.served_variant not in ox.VARIANTS:
@@ -50,7 +62,14 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
     test = pd.read_parquet(test_data)
     sentences, labels = test["sentence"].tolist(), test["label"].to_numpy()
 
-    paths = ox.export_variants(model_dir, onnx_dir, cfg.opset, cfg.per_channel, cfg.quantize_from)
+    static = cfg.static
+    calibration = ox.CalibrationReader(
+        ox.bundle_tokenizer(model_dir, max_length),
+        calibration_sentences(train_data, static.calibration_sentences, static.seed),
+        static.calibration_batch_size,
+        ox.INPUT_NAMES,
+    )
+    paths = ox.export_variants(model_dir, onnx_dir, cfg.opset, cfg.per_channel, cfg.quantize_from, calibration)
     report, logits = ox.compare_variants(model_dir, paths, sentences, labels, max_length, cfg.batch_size)
     ox.check_parity(report, cfg.parity_tolerance)
 
@@ -60,14 +79,23 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
         report[name]["mcc_drop_vs_fp32"] = report["fp32"]["mcc"] - report[name]["mcc"]
     fused = ox.fused_ops(paths["optimized"])
     report["optimized"]["fused_attention_nodes"] = fused.get("Attention", 0)
+    if report[served]["mcc_drop_vs_fp32"] > cfg.max_mcc_drop:
+        raise ox.ExportError(
+            f"the served variant {served} scores test MCC {report[served]['mcc']:.4f}, "
+            f"{report[served]['mcc_drop_vs_fp32']:.4f} below fp32 ({report['fp32']['mcc']:.4f}; allowed: "
+            f"export.max_mcc_drop={cfg.max_mcc_drop}). Serve another variant (export.served_variant) or "
+            f"revisit its quantisation settings."
+        )
 
     manifest = ox.write_bundle(
         bundle_dir, paths[served], ox.bundle_tokenizer(model_dir, max_length), ox.model_labels(model_dir),
         max_length, served,
         params=declared_params("export_onnx", params),  # exactly what DVC tracks for this stage
         metrics={"test": report[served], "pytorch_test": report["pytorch"]},
+        preoptimize_level=cfg.preoptimize,
     )
-    bundle_diff = check_bundle(bundle_dir, sentences, logits[served], cfg.batch_size)
+    single = ox.variant_logits(model_dir, paths[served], sentences, max_length, batch_size=1)
+    bundle_diff = check_bundle(bundle_dir, sentences, single)
     metrics = {
         "parity": {
             "fp32_max_abs_logit_diff": report["fp32"]["max_abs_logit_diff"],

@@ -3,10 +3,12 @@
 import json
 import os
 import platform
+import shutil
 
 import pandas as pd
 import pytest
 
+from cola import onnx_export as ox
 from cola.config import compose_params, load_params
 from tests.conftest_bundle import cola_rows
 
@@ -20,14 +22,18 @@ def test_benchmark_smoke_run_writes_timing_headline_run_info_and_plots(tiny_mode
     params = load_params(tmp_path / "params.yaml")
     sentences, labels = cola_rows(40)
     pd.DataFrame({"sentence": sentences, "label": labels}).to_parquet(tmp_path / "test.parquet")
-    onnx_dir = tiny_variants["fp32"].parent
+    # The tiny fixture has no calibration data, so no int8_static variant: add one (from the same sentences).
+    onnx_dir = tmp_path / "onnx"
+    shutil.copytree(tiny_variants["fp32"].parent, onnx_dir)
+    reader = ox.CalibrationReader(ox.bundle_tokenizer(tiny_model_dir, 64), sentences, 8, ox.INPUT_NAMES)
+    ox.quantize_static_int8(onnx_dir / ox.VARIANT_FILES["fp32"], onnx_dir / ox.VARIANT_FILES["int8_static"], reader)
     out = tmp_path / "out"
 
     metrics = run(tiny_model_dir, tmp_path / "test.parquet", onnx_dir, tiny_bundle, out, params)
 
     variants = params.benchmark.variants
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    assert set(metrics) == {"headline", "variants", "cold_start_s"}
+    assert set(metrics) == {"headline", "variants", "cold_start_s", "peak"}
     assert list(metrics["variants"]) == variants
     for name, result in metrics["variants"].items():
         assert set(result) == {"bs1", "bs4"}, name
@@ -52,7 +58,17 @@ def test_benchmark_smoke_run_writes_timing_headline_run_info_and_plots(tiny_mode
             "speedup_vs_pad128": pytest.approx(v["ort_fp32_pad128"][bs]["p50_ms"] / served),
         }
 
+    # The int8 peak of the served (tiny: 2 layers, 32 wide, 64 ffn) model, and the served share of it.
+    peak = metrics["peak"]
+    assert peak["int8_macs_per_sentence"] == pytest.approx(2 * (4 * 32 * 32 + 2 * 32 * 64) * peak["mean_tokens"])
+    for bs in ("bs1", "bs4"):
+        assert peak[bs]["int8_gops"] > 0 and peak[bs]["peak_sentences_per_s"] > 0
+        assert peak[bs]["served_sentences_per_s"] == v["bundle"][bs]["sentences_per_s"]
+        assert peak[bs]["served_fraction_of_peak"] == pytest.approx(
+            peak[bs]["served_sentences_per_s"] / peak[bs]["peak_sentences_per_s"])
+
     run_info = json.loads((out / "run.json").read_text())
+    assert set(run_info["peak"]["served_ops"]) <= {"MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
     assert run_info["settings"] == {"threads": 1, "n_sentences": 16, "batch_sizes": [1, 4]}
     assert run_info["iterations"].keys() == set(variants)
     # At least one timed call per case (how many depends on machine speed: min_iterations or the max_seconds cap).

@@ -32,6 +32,7 @@ def test_bundle_layout_matches_app_bundle_contract(tiny_bundle):
         "variant": "int8",
         "model_file": "model.onnx",
         "input_names": ox.INPUT_NAMES,
+        "graph_optimization_level": "all",  # the fixture ships the variant as exported (no export.preoptimize)
     }
     assert manifest["version"].startswith("int8-")
     assert set(manifest["metrics"]["test"]) >= {"accuracy", "mcc", "agreement"}

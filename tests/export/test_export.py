@@ -1,15 +1,33 @@
 """ONNX export on a tiny random BERT: parity with PyTorch, dynamic axes, fusion, quantisation, the gate."""
 
 import json
+import shutil
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pandas as pd
 import pytest
 
-from app.bundle import verify_manifest
+from app.bundle import BundleError, verify_manifest, write_manifest
+from app.predictor import BundlePredictor
 from cola import onnx_export as ox
-from tests.conftest_bundle import TINY_MAX_LENGTH, cola_rows
+from cola.config import compose_params, load_params
+from tests.conftest_bundle import FIXTURE_COLA, TINY_MAX_LENGTH, cola_rows
+
+
+def count(path, op):
+    return sum(node.op_type == op for node in onnx.load(str(path)).graph.node)
+
+
+@pytest.fixture(scope="module")
+def tiny_static(tiny_model_dir, tiny_variants, tmp_path_factory):
+    """The int8_static variant of the tiny model, calibrated on the fixture's training sentences."""
+    from cola.data import read_tsv
+
+    train = read_tsv(FIXTURE_COLA / "train.tsv")["sentence"].head(64).tolist()
+    reader = ox.CalibrationReader(ox.bundle_tokenizer(tiny_model_dir, TINY_MAX_LENGTH), train, 16, ox.INPUT_NAMES)
+    return ox.quantize_static_int8(tiny_variants["fp32"], tmp_path_factory.mktemp("static") / "int8_static.onnx", reader)
 
 
 def test_fp32_export_matches_pytorch_and_quantised_variants_stay_close(tiny_model_dir, tiny_variants):
@@ -41,9 +59,6 @@ def test_optimizer_fuses_attention_and_int8_quantises_the_weight_matmuls(tiny_va
     assert ox.fused_ops(tiny_variants["fp32"]) == {}
     assert ox.fused_ops(tiny_variants["optimized"])["Attention"] == layers
 
-    def count(path, op):
-        return sum(node.op_type == op for node in onnx.load(str(path)).graph.node)
-
     # From the fp32 graph (the default): Q, K, V, attention output and two feed-forward MatMuls per layer,
     # plus the pooler and the classifier.
     assert count(tiny_variants["int8"], "MatMulInteger") == 6 * layers + 2
@@ -51,6 +66,68 @@ def test_optimizer_fuses_attention_and_int8_quantises_the_weight_matmuls(tiny_va
     # From the optimised graph, the fused attention becomes QAttention.
     from_optimized = ox.quantize_int8(tiny_variants["optimized"], tmp_path / "int8.onnx")
     assert ox.fused_ops(from_optimized)["QAttention"] == layers
+
+
+def test_static_int8_quantises_only_weight_matmuls_and_does_not_depend_on_the_batch(tiny_model_dir, tiny_variants,
+                                                                                  tiny_static):
+    layers = 2
+    # Q, K, V, attention output and the two feed-forward MatMuls per layer get an int8 weight (DequantizeLinear);
+    # the two attention-score MatMuls per layer stay fp32, as do the pooler and classifier (Gemm).
+    graph = onnx.load(str(tiny_static)).graph
+    weights = {t.name for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    quantised = [n for n in matmuls if n.input[1] in producers and producers[n.input[1]].op_type == "DequantizeLinear"]
+    assert len(quantised) == 6 * layers and len(matmuls) - len(quantised) == 2 * layers
+    assert not any(n.input[1] in weights for n in matmuls)  # every weight is stored int8
+
+    sentences, labels = cola_rows(24)
+    one = ox.variant_logits(tiny_model_dir, tiny_static, sentences, TINY_MAX_LENGTH, batch_size=1)
+    batched = ox.variant_logits(tiny_model_dir, tiny_static, sentences, TINY_MAX_LENGTH, batch_size=8)
+    np.testing.assert_allclose(one, batched, atol=1e-5)  # fixed activation scales: batch-independent
+    fp32 = ox.variant_logits(tiny_model_dir, tiny_variants["fp32"], sentences, TINY_MAX_LENGTH, batch_size=8)
+    assert np.abs(one - fp32).max() < 0.05
+
+
+def test_preoptimised_bundle_loads_without_reoptimising_and_serves_the_same(tiny_model_dir, tiny_static, tmp_path):
+    sentences, _ = cola_rows(24)
+    bundle = tmp_path / "bundle"
+    ox.write_bundle(bundle, tiny_static, ox.bundle_tokenizer(tiny_model_dir, TINY_MAX_LENGTH),
+                    ox.model_labels(tiny_model_dir), TINY_MAX_LENGTH, "int8_static", {}, {}, preoptimize_level="extended")
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["graph_optimization_level"] == "disable"
+    assert config["optimized_by_onnxruntime"] == ort.__version__
+    # ORT's QDQ fusion plus the folded biases: no Add is left after a MatMulIntegerToFloat (the feed-forward
+    # input's bias goes into ORT's BiasGelu instead).
+    graph = onnx.load(str(bundle / "model.onnx")).graph
+    fused = [n for n in graph.node if n.op_type == "MatMulIntegerToFloat"]
+    assert sum(len(n.input) == 7 and n.input[6] != "" for n in fused) == 5 * 2  # Q, K, V, both output denses x 2
+    biases = {t.name for t in graph.initializer if len(t.dims) == 1}
+    outputs = {n.output[0] for n in fused}
+    assert not [n for n in graph.node if n.op_type == "Add" and set(n.input) & outputs and set(n.input) & biases]
+
+    expected = ox.softmax(ox.variant_logits(tiny_model_dir, tiny_static, sentences, TINY_MAX_LENGTH, batch_size=1))
+    served = np.concatenate([BundlePredictor(bundle).predict_proba([s]) for s in sentences])
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+
+    # A bundle optimised by another onnxruntime is optimised again at load (and still serves the same);
+    # an unknown level is refused with the file named.
+    for level, version in (("disable", "0.0.1"), ("fast", ort.__version__)):
+        copy = tmp_path / f"copy_{level}"
+        shutil.copytree(bundle, copy)
+        (copy / "config.json").write_text(json.dumps(config | {"graph_optimization_level": level,
+                                                               "optimized_by_onnxruntime": version}))
+        write_manifest(copy, {}, {})
+        if level == "fast":
+            with pytest.raises(BundleError, match=r"config.json: graph_optimization_level 'fast'"):
+                BundlePredictor(copy)
+        else:
+            np.testing.assert_allclose(BundlePredictor(copy).predict_proba(sentences[:1]), served[:1], atol=1e-5)
+
+
+def test_preoptimise_refuses_a_non_portable_level(tiny_variants, tmp_path):
+    with pytest.raises(ox.ExportError, match="export.preoptimize='all'"):
+        ox.preoptimize(tiny_variants["int8"], tmp_path / "model.onnx", "all")
 
 
 def test_parity_gate_fails_with_numbers_when_the_onnx_model_differs(tiny_model_dir, tiny_variants, tmp_path):
@@ -70,11 +147,17 @@ def test_parity_gate_fails_with_numbers_when_the_onnx_model_differs(tiny_model_d
 def test_export_stage_writes_variants_bundle_and_metrics(tiny_model_dir, tmp_path):
     from stages.export_onnx import run
 
-    sentences, labels = cola_rows(40)
-    test_data = tmp_path / "test.parquet"
-    pd.DataFrame({"sentence": sentences, "label": labels}).to_parquet(test_data)
+    from cola.data import read_tsv
 
-    metrics = run(tiny_model_dir, test_data, tmp_path / "onnx", tmp_path / "bundle", tmp_path / "metrics.json")
+    sentences, labels = cola_rows(40)
+    test_data, train_data = tmp_path / "test.parquet", tmp_path / "train.parquet"
+    pd.DataFrame({"sentence": sentences, "label": labels}).to_parquet(test_data)
+    read_tsv(FIXTURE_COLA / "train.tsv").to_parquet(train_data)
+    compose_params(tmp_path / "params.yaml", ["export.max_mcc_drop=1.0"])  # a random model's MCC is noise
+    params = load_params(tmp_path / "params.yaml")
+
+    metrics = run(tiny_model_dir, test_data, tmp_path / "onnx", tmp_path / "bundle", tmp_path / "metrics.json",
+                  params, train_data)
 
     assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == sorted(ox.VARIANT_FILES.values())
     manifest = verify_manifest(tmp_path / "bundle")
@@ -82,6 +165,22 @@ def test_export_stage_writes_variants_bundle_and_metrics(tiny_model_dir, tmp_pat
     assert manifest["metrics"]["test"]["n"] == 40
     config = json.loads((tmp_path / "bundle" / "config.json").read_text())
     assert config["labels"] == ["unacceptable", "acceptable"] and config["variant"] == "int8"
+    assert config["graph_optimization_level"] == "disable"  # export.preoptimize: extended
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     assert metrics["parity"]["fp32_label_agreement"] == 1.0
     assert metrics["variants"]["int8"]["size_mb"] < metrics["variants"]["fp32"]["size_mb"]
+
+
+@pytest.mark.slow
+def test_export_stage_refuses_a_served_variant_that_loses_too_much_mcc(tiny_model_dir, tmp_path):
+    from cola.data import read_tsv
+    from stages.export_onnx import run
+
+    sentences, labels = cola_rows(40)
+    pd.DataFrame({"sentence": sentences, "label": labels}).to_parquet(tmp_path / "test.parquet")
+    read_tsv(FIXTURE_COLA / "train.tsv").to_parquet(tmp_path / "train.parquet")
+    compose_params(tmp_path / "params.yaml", ["export.max_mcc_drop=-1.0"])  # no variant can pass: the gate must fire
+    with pytest.raises(ox.ExportError, match=r"the served variant int8 scores test MCC .* export.max_mcc_drop=-1.0"):
+        run(tiny_model_dir, tmp_path / "test.parquet", tmp_path / "onnx", tmp_path / "bundle", tmp_path / "metrics.json",
+            load_params(tmp_path / "params.yaml"), tmp_path / "train.parquet")
+    assert not (tmp_path / "bundle").exists()  # the gate fires before a bundle is written
