@@ -11,7 +11,8 @@ Variants (params benchmark.variants):
     bundle_bucketed  bundle on the test sentences sorted by token length (length bucketing, as a batch
                      scoring job would do it): less padding per batch
 Latency is per batch call on pre-tokenised test sentences (except `bundle`). Each (variant, batch size)
-runs in a fresh process so its peak RSS is its own. Cold start = process start → first prediction.
+runs in a fresh process so its peak RSS is its own, once per round (benchmark.rounds, every case in each
+round); every figure is the median over rounds. Cold start = process start → first prediction.
 One thread count (benchmark.threads) for torch and ONNX Runtime alike, cold starts included.
 
 Peak (cola.int8_peak): ONNX Runtime's int8 matmul ops that the served graph runs, timed alone at the model's
@@ -282,16 +283,23 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
     results: dict[str, dict] = {}
     iterations: dict[str, dict] = {}
     cases = [(v, bs) for v in cfg["variants"] for bs in batch_sizes]
-    progress = tqdm(total=len(cases) + 1 + len(COLD_START), desc="benchmark", unit="case")
-    for variant, bs in cases:
-        progress.set_postfix_str(f"{variant} batch {bs}")
-        # A fresh process per case: its peak RSS is this variant's alone, and torch never loads next to ORT.
-        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-            case = pool.submit(measure_case, variant, bs, sentences, cfg, paths, max_length).result()
+    runs: dict[tuple[str, int], list[dict]] = {}
+    progress = tqdm(total=len(cases) * cfg["rounds"] + 1 + len(COLD_START), desc="benchmark", unit="case")
+    # Every case once per round, rounds one after the other: load that comes and goes on a shared machine
+    # then hits every variant alike, and each figure is the median over rounds.
+    for round_ in range(cfg["rounds"]):
+        for variant, bs in cases:
+            progress.set_postfix_str(f"round {round_ + 1}: {variant} batch {bs}")
+            # A fresh process per case: its peak RSS is this variant's alone, and torch never loads next to ORT.
+            with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+                runs.setdefault((variant, bs), []).append(
+                    pool.submit(measure_case, variant, bs, sentences, cfg, paths, max_length).result())
+            progress.update()
+    for (variant, bs), repeats in runs.items():
         # The iteration count follows from machine speed and settings: run.json, not a metric.
-        iterations.setdefault(variant, {})[f"bs{bs}"] = case.pop("iterations")
-        results.setdefault(variant, {})[f"bs{bs}"] = case
-        progress.update()
+        iterations.setdefault(variant, {})[f"bs{bs}"] = sum(case.pop("iterations") for case in repeats)
+        results.setdefault(variant, {})[f"bs{bs}"] = {key: statistics.median(case[key] for case in repeats)
+                                                      for key in repeats[0]}
 
     progress.set_postfix_str("int8 peak")
     peak_sizes = sorted({batch_sizes[0], batch_sizes[-1]})  # the headline's batch sizes
@@ -313,7 +321,8 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
     metrics = {HEADLINE: headline(results, cold, batch_sizes), "variants": results, "cold_start_s": cold}
     run_info = {
         MACHINE: machine_fingerprint(),
-        "settings": {"threads": cfg["threads"], "n_sentences": len(sentences), "batch_sizes": batch_sizes},
+        "settings": {"threads": cfg["threads"], "n_sentences": len(sentences), "batch_sizes": batch_sizes,
+                     "rounds": cfg["rounds"]},
         "iterations": iterations,
     }
     if peak is not None:

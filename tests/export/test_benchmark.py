@@ -69,7 +69,7 @@ def test_benchmark_smoke_run_writes_timing_headline_run_info_and_plots(tiny_mode
 
     run_info = json.loads((out / "run.json").read_text())
     assert set(run_info["peak"]["served_ops"]) <= {"MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
-    assert run_info["settings"] == {"threads": 1, "n_sentences": 16, "batch_sizes": [1, 4]}
+    assert run_info["settings"] == {"threads": 1, "n_sentences": 16, "batch_sizes": [1, 4], "rounds": 1}
     assert run_info["iterations"].keys() == set(variants)
     # At least one timed call per case (how many depends on machine speed: min_iterations or the max_seconds cap).
     assert all(n >= 1 for cases in run_info["iterations"].values() for n in cases.values())
