@@ -4,7 +4,7 @@
 (MatMulIntegerToFloat for the static variant; DynamicQuantizeMatMul + MatMulIntegerToFloat for the dynamic one),
 builds a one-node graph of each at the model's weight shapes (hidden x hidden for Q, K, V and the attention
 output; hidden x ffn and ffn x hidden for the feed-forward block) with M = batch x mean tokens per sentence rows,
-and times it on one thread. The sum over a layer's six matmuls x layers is the time a sentence needs at the
+and times it on the benchmark's thread count (1 by default). The sum over a layer's six matmuls x layers is the time a sentence needs at the
 kernel's own speed, with no padding, no tokenisation, no attention, LayerNorm or GELU: an upper bound on
 sentences/s, against which the served path's throughput is reported as a fraction.
 
@@ -68,10 +68,10 @@ def matmul_model(op: str, k: int, n: int) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
 
 
-def time_matmul(op: str, m: int, k: int, n: int, seconds: float) -> float:
-    """Median seconds per call of `op` on [m, k] activations, one intra-op thread, after a warm-up."""
+def time_matmul(op: str, m: int, k: int, n: int, seconds: float, threads: int = 1) -> float:
+    """Median seconds per call of `op` on [m, k] activations, after a warm-up."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     session = ort.InferenceSession(matmul_model(op, k, n).SerializeToString(), options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
     a = rng.integers(0, 256, (m, k), dtype=np.uint8) if op == "MatMulIntegerToFloat" else rng.standard_normal((m, k), dtype=np.float32)
@@ -86,7 +86,7 @@ def time_matmul(op: str, m: int, k: int, n: int, seconds: float) -> float:
 
 
 def int8_peak(model_path: str | Path, hidden: int, ffn: int, layers: int, mean_tokens: float,
-              batch_sizes: list[int], seconds: float) -> dict:
+              batch_sizes: list[int], seconds: float, threads: int = 1) -> dict:
     """Per batch size: the int8 GOPS of each served op at the model's shapes and the sentences/s that the
     fastest of them implies (the peak), for sentences of `mean_tokens` tokens. `int8_macs_per_sentence`
     counts the weight matmuls of the encoder (4 hidden x hidden + 2 hidden x ffn per token and layer);
@@ -104,7 +104,7 @@ def int8_peak(model_path: str | Path, hidden: int, ffn: int, layers: int, mean_t
         m = max(1, round(bs * mean_tokens))
         per_op = {}
         for op in ops:
-            unique = {shape: time_matmul(op, m, *shape, seconds) for shape in set(shapes)}
+            unique = {shape: time_matmul(op, m, *shape, seconds, threads) for shape in set(shapes)}
             layer_s = sum(unique[shape] for shape in shapes)
             per_op[op] = {
                 "gops": 2 * m * sum(k * n for k, n in shapes) / layer_s / 1e9,

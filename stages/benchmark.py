@@ -16,7 +16,7 @@ round); every figure is the median over rounds. Cold start = process start → f
 One thread count (benchmark.threads) for torch and ONNX Runtime alike, cold starts included.
 
 Peak (cola.int8_peak): ONNX Runtime's int8 matmul ops that the served graph runs, timed alone at the model's
-shapes on one thread; the sentences/s they imply at the test split's mean token count is an upper bound, and
+shapes on benchmark.threads threads; the sentences/s they imply at the test split's mean token count is an upper bound, and
 the served path's sentences/s is reported as a fraction of it, at the smallest and largest batch size.
 
 Timing only: quality (accuracy, MCC) and model size per variant have one home, reports/export/metrics.json
@@ -165,7 +165,8 @@ def measure_case(variant: str, batch_size: int, sentences: list[str], cfg: dict,
     }
 
 
-def measure_peak(sentences: list[str], paths: dict, max_length: int, batch_sizes: list[int], seconds: float) -> dict:
+def measure_peak(sentences: list[str], paths: dict, max_length: int, batch_sizes: list[int], seconds: float,
+                 threads: int) -> dict:
     """Runs in its own process: cola.int8_peak for the served bundle's model at the trained model's shapes and
     the mean token count (special tokens included, truncated at max_length) of the benchmark's sentences."""
     import json
@@ -177,7 +178,7 @@ def measure_peak(sentences: list[str], paths: dict, max_length: int, batch_sizes
     tokenizer = ox.bundle_tokenizer(paths["model_dir"], max_length)
     mean_tokens = float(np.mean([sum(e.attention_mask) for e in tokenizer.encode_batch(sentences)]))  # ids are padded
     return int8_peak(paths["bundle_dir"] / bundle_config.get("model_file", "model.onnx"), shape["hidden_size"],
-                     shape["intermediate_size"], shape["num_hidden_layers"], mean_tokens, batch_sizes, seconds)
+                     shape["intermediate_size"], shape["num_hidden_layers"], mean_tokens, batch_sizes, seconds, threads)
 
 
 def peak_metrics(peak: dict, results: dict) -> tuple[dict, dict]:
@@ -305,7 +306,8 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
     peak_sizes = sorted({batch_sizes[0], batch_sizes[-1]})  # the headline's batch sizes
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         try:
-            peak = pool.submit(measure_peak, sentences, paths, max_length, peak_sizes, cfg["peak_seconds"]).result()
+            peak = pool.submit(measure_peak, sentences, paths, max_length, peak_sizes, cfg["peak_seconds"],
+                               cfg["threads"]).result()
         except ValueError as exc:  # the served model is not int8: there is no int8 peak to compare with
             print(f"benchmark: no int8 peak: {exc}")
             peak = None
