@@ -4,7 +4,8 @@ Layout (every file listed in manifest.json with its sha256):
     model.onnx       the served ONNX variant
     tokenizer.json   Hugging Face `tokenizers` file: dynamic padding, truncation at max_length
     config.json      {"labels": [...], "max_length": int, "variant": str, "model_file": "model.onnx",
-                      "input_names": [...]}
+                      "input_names": [...], "graph_optimization_level": "disable" | "basic" | "extended" | "all",
+                      "optimized_by_onnxruntime": version (present when the export pre-optimised the graph)}
     manifest.json    {"version": str, "files": {name: sha256}, "params": {...}, "metrics": {...}}
 
 This module must stay importable without torch or transformers: the app and the Lambda image use it.

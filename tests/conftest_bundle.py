@@ -2,7 +2,7 @@
 
 Register with `pytest_plugins = ["tests.conftest_bundle"]` in tests/conftest.py.
 `tiny_bundle` returns a pathlib.Path to a bundle directory written by cola.onnx_export (the same code as
-the export_onnx stage): int8 model.onnx, the MiniLM tokenizer with dynamic padding, config.json, manifest.json.
+the export_onnx stage): int8_static model.onnx, the MiniLM tokenizer with dynamic padding, config.json, manifest.json.
 Treat it as read-only; copy it (shutil.copytree) before modifying files.
 """
 
@@ -68,21 +68,33 @@ def tiny_variants(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(tiny_model_dir, tiny_variants, tmp_path_factory) -> Path:
-    """A real serving bundle (int8 variant) of the tiny model."""
+def tiny_static(tiny_model_dir, tiny_variants, tmp_path_factory) -> Path:
+    """The int8_static variant of the tiny model (the served default), calibrated on the fixture's training sentences."""
+    from cola import onnx_export as ox
+    from cola.data import read_tsv
+
+    train = read_tsv(FIXTURE_COLA / "train.tsv")["sentence"].head(64).tolist()
+    reader = ox.CalibrationReader(ox.bundle_tokenizer(tiny_model_dir, TINY_MAX_LENGTH), train, 16, ox.INPUT_NAMES)
+    return ox.quantize_static_int8(tiny_variants["fp32"], tmp_path_factory.mktemp("static") / "int8_static.onnx", reader)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_model_dir, tiny_variants, tiny_static, tmp_path_factory) -> Path:
+    """A real serving bundle of the tiny model, with the served default variant (int8_static)."""
     from cola.onnx_export import bundle_tokenizer, compare_variants, model_labels, write_bundle
 
     sentences, labels = cola_rows(16)
-    report, _ = compare_variants(tiny_model_dir, tiny_variants, sentences, labels, TINY_MAX_LENGTH)
+    variants = {**tiny_variants, "int8_static": tiny_static}
+    report, _ = compare_variants(tiny_model_dir, variants, sentences, labels, TINY_MAX_LENGTH)
     bundle_dir = tmp_path_factory.mktemp("tiny_bundle") / "bundle"
     write_bundle(
         bundle_dir,
-        tiny_variants["int8"],
+        tiny_static,
         bundle_tokenizer(tiny_model_dir, TINY_MAX_LENGTH),
         model_labels(tiny_model_dir),
         TINY_MAX_LENGTH,
-        "int8",
-        params={"export": {"served_variant": "int8", "opset": 17}, "model": {"max_length": TINY_MAX_LENGTH}},
-        metrics={"test": report["int8"], "pytorch_test": report["pytorch"]},
+        "int8_static",
+        params={"export": {"served_variant": "int8_static", "opset": 17}, "model": {"max_length": TINY_MAX_LENGTH}},
+        metrics={"test": report["int8_static"], "pytorch_test": report["pytorch"]},
     )
     return bundle_dir

@@ -29,12 +29,12 @@ def test_bundle_layout_matches_app_bundle_contract(tiny_bundle):
     assert config == {
         "labels": ["unacceptable", "acceptable"],
         "max_length": TINY_MAX_LENGTH,
-        "variant": "int8",
+        "variant": "int8_static",
         "model_file": "model.onnx",
         "input_names": ox.INPUT_NAMES,
         "graph_optimization_level": "all",  # the fixture ships the variant as exported (no export.preoptimize)
     }
-    assert manifest["version"].startswith("int8-")
+    assert manifest["version"].startswith("int8_static-")
     assert set(manifest["metrics"]["test"]) >= {"accuracy", "mcc", "agreement"}
 
 

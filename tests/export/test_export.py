@@ -20,16 +20,6 @@ def count(path, op):
     return sum(node.op_type == op for node in onnx.load(str(path)).graph.node)
 
 
-@pytest.fixture(scope="module")
-def tiny_static(tiny_model_dir, tiny_variants, tmp_path_factory):
-    """The int8_static variant of the tiny model, calibrated on the fixture's training sentences."""
-    from cola.data import read_tsv
-
-    train = read_tsv(FIXTURE_COLA / "train.tsv")["sentence"].head(64).tolist()
-    reader = ox.CalibrationReader(ox.bundle_tokenizer(tiny_model_dir, TINY_MAX_LENGTH), train, 16, ox.INPUT_NAMES)
-    return ox.quantize_static_int8(tiny_variants["fp32"], tmp_path_factory.mktemp("static") / "int8_static.onnx", reader)
-
-
 def test_fp32_export_matches_pytorch_and_quantised_variants_stay_close(tiny_model_dir, tiny_variants):
     sentences, labels = cola_rows(24)
     report, logits = ox.compare_variants(tiny_model_dir, tiny_variants, sentences, labels, TINY_MAX_LENGTH, batch_size=8)
@@ -161,10 +151,10 @@ def test_export_stage_writes_variants_bundle_and_metrics(tiny_model_dir, tmp_pat
 
     assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == sorted(ox.VARIANT_FILES.values())
     manifest = verify_manifest(tmp_path / "bundle")
-    assert manifest["params"]["export"]["served_variant"] == "int8"
+    assert manifest["params"]["export"]["served_variant"] == "int8_static"
     assert manifest["metrics"]["test"]["n"] == 40
     config = json.loads((tmp_path / "bundle" / "config.json").read_text())
-    assert config["labels"] == ["unacceptable", "acceptable"] and config["variant"] == "int8"
+    assert config["labels"] == ["unacceptable", "acceptable"] and config["variant"] == "int8_static"
     assert config["graph_optimization_level"] == "disable"  # export.preoptimize: extended
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     assert metrics["parity"]["fp32_label_agreement"] == 1.0
