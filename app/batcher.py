@@ -59,7 +59,7 @@ class MicroBatcher:
         queue_budget_s: float,
         on_batch: Callable[[BatchStats], None] = lambda stats: None,
     ):
-        self._infer = infer
+        self.infer = infer  # public: tests gate it
         self._max_batch = max_batch  # sentences merged into one call (the predictor splits it by length)
         self.max_queued_tokens = max_queued_tokens
         self.queue_budget_s = queue_budget_s
@@ -136,7 +136,7 @@ class MicroBatcher:
             self.running_tokens = cost
             start = time.perf_counter()
             try:
-                probs = await asyncio.to_thread(self._infer, Encoded.merge([job.encoded for job in jobs]))
+                probs = await asyncio.to_thread(self.infer, Encoded.merge([job.encoded for job in jobs]))
             except Exception as exc:  # hand the failure to every waiting request
                 for job in jobs:
                     if not job.future.done():

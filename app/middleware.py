@@ -107,7 +107,7 @@ class RequestTelemetry:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         request_id = self._request_id(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
+        scope.setdefault("state", {}).update(request_id=request_id, received_at=start)  # received_at: see begin_drain
         status = 500  # if the app raises before answering
 
         async def send_with_id(message):

@@ -15,6 +15,12 @@ from app.settings import Settings
 from app.telemetry import Metrics, emf_records, log_event, print_emf
 
 LAMBDA_MARGIN_MS = 300  # kept back from the Lambda's remaining time to send the 504 and its logs
+# Typical CoLA-length sentences for the warm-up call that measures the model's first tokens/s.
+WARMUP_SENTENCES = [
+    "The cat sat on the mat.", "Who did you say that Mary met?", "The more you read, the more you know.",
+    "John seems to be happy.", "She gave the book to him yesterday.", "What did the children eat for lunch?",
+    "The dog that chased the cat was tired.", "I wonder whether he will come.",
+] * 2  # fmt: skip
 
 
 class Refused(Exception):
@@ -43,15 +49,27 @@ class PredictionService:
             predictor.infer, settings.max_batch, settings.max_queued_tokens, settings.queue_budget_ms / 1000, self._observe_batch
         )
         self.draining = False
+        self.drain_started = float("inf")
+        self._warm_up()
         labels = predictor.labels
         self.positive = labels.index("acceptable") if "acceptable" in labels else len(labels) - 1
 
     def begin_drain(self) -> None:
         """SIGTERM: refuse new work and say not-ready; the server lets in-flight requests finish."""
         if not self.draining:
-            self.draining = True
+            self.draining, self.drain_started = True, time.perf_counter()
             self.metrics.draining.set(1)
             log_event("draining", model_version=self.predictor.version, queued_tokens=self.batcher.queued_tokens)
+
+    def _warm_up(self) -> None:
+        """Two model calls before the first request: the first pays ONNX Runtime's one-off allocations, the
+        second gives admission control a measured tokens/s from the start (otherwise a burst arriving before
+        the first call ends would all be admitted)."""
+        encoded = self.predictor.encode(WARMUP_SENTENCES)
+        self.predictor.infer(encoded)
+        start = time.perf_counter()
+        self.predictor.infer(encoded)
+        self.batcher.tokens_per_s = encoded.cost / max(time.perf_counter() - start, 1e-6)
 
     def rejected(self, reason: str, request_id: str | None) -> None:
         self.metrics.rejected.labels(reason=reason).inc()
@@ -79,7 +97,7 @@ class PredictionService:
 
     async def _compute(self, request: Request, encoded: Encoded, deadline: float) -> np.ndarray:
         """Admit, queue and wait for the model; work given up on is dropped before it is computed."""
-        if self.draining:
+        if getattr(request.state, "received_at", float("inf")) >= self.drain_started:  # received before SIGTERM: computed
             raise Refused(503, "draining", "draining", "the server is shutting down: retry, another instance will answer", 1)
         try:
             job = self.batcher.submit(encoded)

@@ -1,9 +1,9 @@
 """Load benchmark of the serving app (not a test): every figure of the serving issue, measured in one run.
 
 Sections (each on a fresh server process, all on 127.0.0.1; load from `wrk` or an asyncio client):
-  c32        this app (`python -m app`) and the original project's approach on the same bundle's ONNX model
-             (transformers tokenizer padding every input to 128 tokens, inference inside an `async` handler,
-             so it blocks the event loop): start -> /ready, RSS, one sentence at concurrency 1 (p50/p99),
+  c32        this app (`python -m app`) and the original project's approach: the fp32 ONNX export of the same
+             model (artifacts/onnx/model.fp32.onnx; the original served fp32), transformers tokenizer padding every
+             input to 128 tokens, inference inside an `async` handler, so it blocks the event loop: start -> /ready, RSS, one sentence at concurrency 1 (p50/p99),
              concurrency 32 for --duration s (req/s, p50/p99, errors) and the req/s ratio;
   variants   concurrency 32 again: one process with COLA_ORT_THREADS=2 vs `uvicorn --factory app.main:from_env
              --workers 2` with COLA_ORT_THREADS=1 (RSS of the parent and both workers);
@@ -65,8 +65,10 @@ end
 """
 
 
-def original_app(bundle: Path):
-    """The original project's serving approach, on the bundle's ONNX model (torch is not needed for it)."""
+ORIGINAL_MODEL = ROOT / "artifacts" / "onnx" / "model.fp32.onnx"  # written by the export_onnx stage
+
+def original_app(bundle: Path, model: Path = ORIGINAL_MODEL):
+    """The original project's serving approach: fp32, pad to 128, blocking handler (torch is not needed for it)."""
     import numpy as np
     import onnxruntime as ort
     from fastapi import FastAPI
@@ -76,7 +78,7 @@ def original_app(bundle: Path):
         tokenizer_file=str(bundle / "tokenizer.json"),
         unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
     )  # fmt: skip
-    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     labels = json.loads((bundle / "config.json").read_text())["labels"]
     app = FastAPI()

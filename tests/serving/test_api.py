@@ -188,8 +188,9 @@ def test_internal_failure_is_a_logged_json_500(predictor, settings, log_lines, m
 
     from app.main import create_app
 
-    monkeypatch.setattr(predictor, "infer", lambda encoded: 1 / 0)  # simulate a broken model call
-    with TestClient(create_app(predictor, settings), raise_server_exceptions=False) as client:
+    app = create_app(predictor, settings)
+    monkeypatch.setattr(app.state.service.batcher, "infer", lambda encoded: 1 / 0)  # a model call that breaks
+    with TestClient(app, raise_server_exceptions=False) as client:
         response = client.post("/predict", json={"text": "hi"})
     assert response.status_code == 500 and response.json()["error"] == "internal_error"
     assert log_lines("error")[0]["request_id"] == response.json()["request_id"]

@@ -38,11 +38,19 @@ class Gate:
 
 
 @pytest.fixture
-def gate(predictor, monkeypatch) -> Gate:
-    gate = Gate(predictor.infer)
-    monkeypatch.setattr(predictor, "infer", gate)
-    yield gate
-    gate.opened.set()
+def gated():
+    """gated(app) -> Gate: the app's model calls held by a gate from now on (after its warm-up call)."""
+    gates = []
+
+    def attach(app) -> Gate:
+        batcher = app.state.service.batcher
+        gates.append(Gate(batcher.infer))
+        batcher.infer = gates[-1]
+        return gates[-1]
+
+    yield attach
+    for gate in gates:
+        gate.opened.set()
 
 
 def metric(text: str, name: str) -> float:
@@ -64,8 +72,9 @@ def run_app(app, scenario):
     return asyncio.run(main())
 
 
-def test_work_over_the_queue_limit_gets_503_with_retry_after(predictor, settings, gate, log_lines):
-    app = create_app(predictor, replace(settings, max_queued_tokens=20))
+def test_work_over_the_queue_limit_gets_503_with_retry_after(predictor, settings, gated, log_lines):
+    app = create_app(predictor, replace(settings, max_queued_tokens=20, queue_budget_ms=60_000))
+    gate = gated(app)
 
     async def scenario(client):
         first = asyncio.ensure_future(client.post("/predict", json={"text": "The cat sat."}))  # runs (held)
@@ -89,8 +98,9 @@ def test_work_over_the_queue_limit_gets_503_with_retry_after(predictor, settings
     assert log_lines("request")[-1]["status"] in (200, 503)
 
 
-def test_past_the_deadline_is_a_504_and_the_queued_work_is_dropped(predictor, settings, gate):
-    app = create_app(predictor, replace(settings, deadline_ms=300))
+def test_past_the_deadline_is_a_504_and_the_queued_work_is_dropped(predictor, settings, gated):
+    app = create_app(predictor, replace(settings, deadline_ms=300, queue_budget_ms=60_000))
+    gate = gated(app)
 
     async def scenario(client):
         first = asyncio.ensure_future(client.post("/predict", json={"text": "The cat sat."}))
@@ -107,35 +117,45 @@ def test_past_the_deadline_is_a_504_and_the_queued_work_is_dropped(predictor, se
     assert metric(metrics, "cola_queued_tokens") == 0
 
 
-def test_nothing_is_computed_for_a_client_that_went_away(predictor, settings, gate, log_lines):
-    app = create_app(predictor, settings)
-    body = json.dumps({"text": ["Leaving now.", "Gone."]}).encode()
+async def asgi_post(app, body: bytes, sent: list[dict], body_arrives: asyncio.Event, disconnect: asyncio.Event) -> None:
+    """POST /predict straight through the ASGI interface, like a server would: the body is delivered when
+    `body_arrives` is set, then http.disconnect when `disconnect` is (how uvicorn reports a client that left)."""
+    delivered = False
+
+    async def receive():
+        nonlocal delivered
+        if not delivered:
+            await body_arrives.wait()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json")], "client": ("127.0.0.1", 1), "server": ("test", 80)}  # fmt: skip
+    await app(scope, receive, send)
+
+
+def statuses(sent: list[dict]) -> list[int]:
+    return sorted(m["status"] for m in sent if m["type"] == "http.response.start")
+
+
+def test_nothing_is_computed_for_a_client_that_went_away(predictor, settings, gated, log_lines):
+    app = create_app(predictor, replace(settings, queue_budget_ms=60_000))
+    gate = gated(app)
     sent: list[dict] = []
-
-    async def call(path_body: bytes | None, disconnect: asyncio.Event) -> None:
-        delivered = False
-
-        async def receive():
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": path_body or b"", "more_body": False}
-            await disconnect.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message):
-            sent.append(message)
-
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-                 "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
-                 "headers": [(b"content-type", b"application/json")], "client": ("127.0.0.1", 1), "server": ("test", 80)}  # fmt: skip
-        await app(scope, receive, send)
+    body = json.dumps({"text": ["Leaving now.", "Gone."]}).encode()
 
     async def scenario():
-        stay, leave = asyncio.Event(), asyncio.Event()
-        running = asyncio.ensure_future(call(json.dumps({"text": "Stays."}).encode(), stay))
+        arrived, stay, leave = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        arrived.set()
+        running = asyncio.ensure_future(asgi_post(app, json.dumps({"text": "Stays."}).encode(), sent, arrived, stay))
         await until(lambda: gate.calls)
-        leaving = asyncio.ensure_future(call(body, leave))
+        leaving = asyncio.ensure_future(asgi_post(app, body, sent, arrived, leave))
         await until(lambda: app.state.service.batcher.queued_tokens > 0)
         leave.set()  # the client disconnects while its request is queued
         await leaving
@@ -145,8 +165,7 @@ def test_nothing_is_computed_for_a_client_that_went_away(predictor, settings, ga
 
     asyncio.run(scenario())
     assert gate.calls == [1]  # the leaving client's two sentences were never computed
-    statuses = [m["status"] for m in sent if m["type"] == "http.response.start"]
-    assert sorted(statuses) == [200, 499]
+    assert statuses(sent) == [200, 499]
     assert [line["reason"] for line in log_lines("rejected")] == ["client_gone"]
 
 
@@ -165,6 +184,32 @@ def test_a_full_queue_refuses_before_parsing_the_request(client, log_lines):
     assert [line["reason"] for line in log_lines("rejected")] == ["queue_budget", "queue_budget"]
     assert 'cola_rejected_total{reason="queue_budget"} 2.0' in client.get("/metrics").text
     assert client.get("/predict", params={"text": "Fine."}).status_code == 200
+
+
+def test_a_request_received_before_sigterm_is_computed_even_if_its_body_comes_after(predictor, settings):
+    app = create_app(predictor, settings)
+    sent: list[dict] = []
+
+    async def scenario():
+        body_arrives, done = asyncio.Event(), asyncio.Event()
+        request = asyncio.ensure_future(asgi_post(app, b'{"text": "Sent before the signal."}', sent, body_arrives, done))
+        await asyncio.sleep(0.05)  # headers received, body still on its way
+        app.state.service.begin_drain()
+        body_arrives.set()
+        await request
+        done.set()
+        late = asyncio.Event()
+        late.set()
+        await asgi_post(app, b'{"text": "Sent after the signal."}', sent, late, late)
+
+    asyncio.run(scenario())
+    assert statuses(sent) == [200, 503]
+
+
+def test_the_warm_up_measures_the_model_before_the_first_request(predictor, settings):
+    batcher = create_app(predictor, settings).state.service.batcher
+    assert batcher.tokens_per_s > 0  # so a burst that arrives before the first request ends is sized too
+    assert batcher.queued_tokens == 0 and batcher.running_tokens == 0
 
 
 def test_draining_says_not_ready_and_refuses_new_work(predictor, settings, client):
