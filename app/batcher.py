@@ -19,6 +19,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,7 +69,8 @@ class MicroBatcher:
         self.queued_tokens = 0  # in jobs not yet started and not cancelled
         self.running_tokens = 0
         self.tokens_per_s: float | None = None  # measured; None until the first call ends
-        self._drainer: asyncio.Task | None = None
+        self._running = False  # a model call is in its worker thread
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")  # one call at a time
 
     def estimated_wait_s(self, extra_tokens: int = 0) -> float:
         if self.tokens_per_s is None:
@@ -97,8 +99,8 @@ class MicroBatcher:
         job = Job(encoded, cost, asyncio.get_running_loop().create_future())
         self._queue.append(job)
         self.queued_tokens += cost
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        if not self._running:
+            self._launch()
         return job
 
     def cancel(self, job: Job) -> None:
@@ -130,27 +132,34 @@ class MicroBatcher:
             self.queued_tokens -= job.cost
         return jobs
 
-    async def _drain(self) -> None:
-        while jobs := self._take():
-            cost = sum(job.cost for job in jobs)
-            self.running_tokens = cost
-            start = time.perf_counter()
-            try:
-                probs = await asyncio.to_thread(self.infer, Encoded.merge([job.encoded for job in jobs]))
-            except Exception as exc:  # hand the failure to every waiting request
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            finally:
-                self.running_tokens = 0
-            seconds = time.perf_counter() - start
-            rate = cost / max(seconds, 1e-6)
-            self.tokens_per_s = rate if self.tokens_per_s is None else SMOOTHING * rate + (1 - SMOOTHING) * self.tokens_per_s
-            self._on_batch(BatchStats(sum(len(job.encoded.ids) for job in jobs), seconds, [start - job.enqueued_at for job in jobs]))
-            offset = 0
+    def _launch(self) -> None:
+        """Start the next model call in a worker thread now, not when the event loop next gets to a task:
+        under load the loop is busy parsing requests, and each hop there is time the model sits idle."""
+        jobs = self._take()
+        if not jobs:
+            self._running = False
+            return
+        self._running = True
+        self.running_tokens = sum(job.cost for job in jobs)
+        start = time.perf_counter()
+        call = asyncio.get_running_loop().run_in_executor(self._executor, self.infer, Encoded.merge([job.encoded for job in jobs]))
+        call.add_done_callback(lambda done: self._finish(jobs, start, done))
+
+    def _finish(self, jobs: list[Job], start: float, call: asyncio.Future) -> None:
+        seconds = time.perf_counter() - start
+        cost, self.running_tokens = self.running_tokens, 0
+        self._launch()  # the next call first: results below are handed out while it runs
+        if call.exception() is not None:  # hand the failure to every waiting request
             for job in jobs:
-                end = offset + len(job.encoded.ids)
                 if not job.future.done():
-                    job.future.set_result(probs[offset:end])
-                offset = end
+                    job.future.set_exception(call.exception())
+            return
+        rate = cost / max(seconds, 1e-6)
+        self.tokens_per_s = rate if self.tokens_per_s is None else SMOOTHING * rate + (1 - SMOOTHING) * self.tokens_per_s
+        self._on_batch(BatchStats(sum(len(job.encoded.ids) for job in jobs), seconds, [start - job.enqueued_at for job in jobs]))
+        probs, offset = call.result(), 0
+        for job in jobs:
+            end = offset + len(job.encoded.ids)
+            if not job.future.done():
+                job.future.set_result(probs[offset:end])
+            offset = end

@@ -55,7 +55,7 @@ class PredictionService:
         self.positive = labels.index("acceptable") if "acceptable" in labels else len(labels) - 1
 
     def begin_drain(self) -> None:
-        """SIGTERM: refuse new work and say not-ready; the server lets in-flight requests finish."""
+        """SIGTERM: say not-ready and refuse requests received from now on; those received before are computed."""
         if not self.draining:
             self.draining, self.drain_started = True, time.perf_counter()
             self.metrics.draining.set(1)
@@ -78,8 +78,8 @@ class PredictionService:
     async def classify(self, request: Request, texts: list[str]) -> dict:
         """The /predict body for `texts`; raises Refused (503/504) or ClientGone."""
         start = time.perf_counter()
-        self.metrics.in_flight.inc()
         encoded = self.predictor.encode(texts)  # here, not in the model call: admission needs the token counts
+        self.metrics.in_flight.inc()
         try:
             probs = await self._compute(request, encoded, start + self._deadline_ms(request) / 1000)
         finally:
@@ -97,7 +97,7 @@ class PredictionService:
 
     async def _compute(self, request: Request, encoded: Encoded, deadline: float) -> np.ndarray:
         """Admit, queue and wait for the model; work given up on is dropped before it is computed."""
-        if getattr(request.state, "received_at", float("inf")) >= self.drain_started:  # received before SIGTERM: computed
+        if getattr(request.state, "received_at", float("inf")) >= self.drain_started:  # only work received after SIGTERM
             raise Refused(503, "draining", "draining", "the server is shutting down: retry, another instance will answer", 1)
         try:
             job = self.batcher.submit(encoded)
