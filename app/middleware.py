@@ -73,26 +73,33 @@ class BodyLimit:
 
 
 class ShedWhenBusy:
-    """Refuse POST/GET /predict with 503 before any parsing when the queued work alone is over the budget.
+    """Refuse POST/GET /predict with 503 before any parsing when the server is busy and the queued work plus
+    a lower bound of this request's own (from its size) is over the budget.
 
     Clients that retry at once and ignore Retry-After turn overload into a flood of requests; refusing
     must then cost far less than answering, or the refusals take the CPU the model needs and accepted
-    requests slow down too. The exact check, with the request's own tokens, stays in MicroBatcher.submit.
+    requests slow down too (parsing and tokenizing 64 long sentences takes ~10 ms). The exact check, with
+    the request's own token count, stays in MicroBatcher.submit.
     """
+
+    BYTES_PER_TOKEN = 8  # at least: English WordPiece averages ~4-5 characters per token, JSON adds a few bytes
 
     def __init__(self, app, batcher, on_shed):
         self.app, self.batcher, self.on_shed = app, batcher, on_shed  # on_shed(request_id): count and log
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] != "/predict":
+        if scope["type"] != "http" or scope["path"] != "/predict" or not (self.batcher.queued_tokens or self.batcher.running_tokens):
             return await self.app(scope, receive, send)
-        wait = self.batcher.estimated_wait_s()
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        size = int(declared) if declared.isdigit() else len(scope.get("query_string", b""))
+        wait = self.batcher.estimated_wait_s(size // self.BYTES_PER_TOKEN)
         if wait <= self.batcher.queue_budget_s:
             return await self.app(scope, receive, send)
         request_id = scope.get("state", {}).get("request_id")
         self.on_shed(request_id)
-        message = f"the server is busy: about {wait * 1000:.0f} ms of work is queued, over the {self.batcher.queue_budget_s * 1000:.0f} ms budget: retry later"
-        retry_after = str(max(1, math.ceil(wait))).encode()
+        budget_ms = self.batcher.queue_budget_s * 1000
+        message = f"the server is busy: this request would be answered in about {wait * 1000:.0f} ms, over the {budget_ms:.0f} ms budget: retry later"
+        retry_after = str(max(1, math.ceil(self.batcher.estimated_wait_s()))).encode()
         await _send_json(send, 503, {"error": "overloaded", "message": message, "request_id": request_id}, [(b"retry-after", retry_after)])
 
 

@@ -179,7 +179,7 @@ def test_a_full_queue_refuses_before_parsing_the_request(client, log_lines):
     finally:
         batcher.queued_tokens = 0
     assert refused.status_code == 503 and refused.json()["error"] == "overloaded"
-    assert "10000 ms of work is queued" in refused.json()["message"] and refused.headers["retry-after"] == "10"
+    assert "over the 500 ms budget" in refused.json()["message"] and refused.headers["retry-after"] == "10"
     assert refused_get.status_code == 503 and ok.status_code == 200
     assert [line["reason"] for line in log_lines("rejected")] == ["queue_budget", "queue_budget"]
     assert 'cola_rejected_total{reason="queue_budget"} 2.0' in client.get("/metrics").text
@@ -210,6 +210,18 @@ def test_the_warm_up_measures_the_model_before_the_first_request(predictor, sett
     batcher = create_app(predictor, settings).state.service.batcher
     assert batcher.tokens_per_s > 0  # so a burst that arrives before the first request ends is sized too
     assert batcher.queued_tokens == 0 and batcher.running_tokens == 0
+
+
+def test_a_large_request_is_refused_before_parsing_when_its_size_alone_passes_the_budget(client):
+    batcher = client.app.state.service.batcher
+    batcher.tokens_per_s, batcher.queued_tokens = 100.0, 10  # busy: 0.1 s of work queued, budget 0.5 s
+    try:
+        large = client.post("/predict", content=b'{"text": "' + b"word " * 80 + b'"}')  # >= 50 tokens: +0.5 s
+        small = client.get("/predict", params={"text": "Fine."})  # a few bytes: admitted
+    finally:
+        batcher.queued_tokens = 0
+    assert small.status_code == 200
+    assert large.status_code == 503 and large.json()["error"] == "overloaded" and large.headers["retry-after"] == "1"
 
 
 def test_draining_says_not_ready_and_refuses_new_work(predictor, settings, client):
