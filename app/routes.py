@@ -39,7 +39,7 @@ class ErrorResponse(BaseModel):
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 503, 504)}
 
 
-def get_service(request: Request) -> PredictionService:
+async def get_service(request: Request) -> PredictionService:  # async: FastAPI runs a plain def in a thread pool
     return request.app.state.service
 
 
