@@ -50,8 +50,8 @@ import numpy as np
 from tqdm import tqdm
 
 from cola import onnx_export as ox
-from cola.int8_peak import int8_peak
 from cola.config import ROOT, load_params, write_json
+from cola.int8_peak import int8_peak
 
 MODEL_DIR = ROOT / "models" / "model"
 TEST_DATA = ROOT / "data" / "prepared" / "test.parquet"

@@ -135,9 +135,8 @@ def test_parity_gate_fails_with_numbers_when_the_onnx_model_differs(tiny_model_d
 
 @pytest.mark.slow
 def test_export_stage_writes_variants_bundle_and_metrics(tiny_model_dir, tmp_path):
-    from stages.export_onnx import run
-
     from cola.data import read_tsv
+    from stages.export_onnx import run
 
     sentences, labels = cola_rows(40)
     test_data, train_data = tmp_path / "test.parquet", tmp_path / "train.parquet"
