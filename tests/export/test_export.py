@@ -169,7 +169,7 @@ def test_export_stage_refuses_a_served_variant_that_loses_too_much_mcc(tiny_mode
     pd.DataFrame({"sentence": sentences, "label": labels}).to_parquet(tmp_path / "test.parquet")
     read_tsv(FIXTURE_COLA / "train.tsv").to_parquet(tmp_path / "train.parquet")
     compose_params(tmp_path / "params.yaml", ["export.max_mcc_drop=-1.0"])  # no variant can pass: the gate must fire
-    with pytest.raises(ox.ExportError, match=r"the served variant int8 scores test MCC .* export.max_mcc_drop=-1.0"):
+    with pytest.raises(ox.ExportError, match=r"the served variant int8_static scores test MCC .* export.max_mcc_drop=-1.0"):
         run(tiny_model_dir, tmp_path / "test.parquet", tmp_path / "onnx", tmp_path / "bundle", tmp_path / "metrics.json",
             load_params(tmp_path / "params.yaml"), tmp_path / "train.parquet")
     assert not (tmp_path / "bundle").exists()  # the gate fires before a bundle is written

@@ -240,6 +240,16 @@ def in_flight(url: str) -> float:
         return metric(response.read().decode(), "cola_requests_in_flight")
 
 
+def in_flight_requests(pool: ThreadPoolExecutor, url: str, texts: list[list[str]], limit_s: float = 60) -> list:
+    """POST each list of `texts` from the pool, return their futures once the server counts them all in flight."""
+    answers = [pool.submit(post, url, batch) for batch in texts]
+    end = time.monotonic() + limit_s  # a hang guard, not a speed assertion
+    while in_flight(url) < len(answers):
+        assert time.monotonic() < end, "requests never all reached the server"
+        time.sleep(0.02)
+    return answers
+
+
 def post(url: str, texts: list[str]) -> int | str:
     request = urllib.request.Request(url + "/predict", json.dumps({"text": texts}).encode(), {"content-type": "application/json"})
     try:
@@ -267,11 +277,7 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(tiny_bundle):
         wait_ready(url, server)
         requests = 5  # one model call each (COLA_MAX_BATCH=1): about 2 s of queued work
         with ThreadPoolExecutor(requests) as pool:
-            answers = [pool.submit(post, url, [f"Sentence number {i} is here."]) for i in range(requests)]
-            end = time.monotonic() + 30  # hang guard
-            while in_flight(url) < requests:
-                assert time.monotonic() < end, "requests never all reached the server"
-                time.sleep(0.02)
+            answers = in_flight_requests(pool, url, [[f"Sentence number {i} is here."] for i in range(requests)])
             server.send_signal(signal.SIGTERM)
             time.sleep(0.3)
             after = post(url, ["Sent after SIGTERM."])  # the listener is closed
