@@ -72,6 +72,11 @@ class MicroBatcher:
         self._running = False  # a model call is in its worker thread
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")  # one call at a time
 
+    @property
+    def busy(self) -> bool:
+        """Work is queued or running (an idle batcher admits anything)."""
+        return bool(self.queued_tokens or self.running_tokens)
+
     def estimated_wait_s(self, extra_tokens: int = 0) -> float:
         if self.tokens_per_s is None:
             return 0.0
@@ -80,7 +85,7 @@ class MicroBatcher:
     def submit(self, encoded: Encoded) -> Job:
         """Queue `encoded` or raise Overloaded; await `job.future` for its probabilities."""
         cost = encoded.cost
-        busy = bool(self.queued_tokens or self.running_tokens)
+        busy = self.busy
         if busy and self.queued_tokens + cost > self.max_queued_tokens:
             raise Overloaded(
                 "queue_full",

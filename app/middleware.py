@@ -88,7 +88,7 @@ class ShedWhenBusy:
         self.app, self.batcher, self.on_shed = app, batcher, on_shed  # on_shed(request_id): count and log
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] != "/predict" or not (self.batcher.queued_tokens or self.batcher.running_tokens):
+        if scope["type"] != "http" or scope["path"] != "/predict" or not self.batcher.busy:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length", b"")
         size = int(declared) if declared.isdigit() else len(scope.get("query_string", b""))

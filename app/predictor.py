@@ -76,7 +76,7 @@ class BundlePredictor:
         self.variant: str = str(config.get("variant", "unknown"))
         self.version: str = str(self.manifest["version"])
         self._load_tokenizer(self.bundle_dir / "tokenizer.json")
-        self._load_session(self.bundle_dir / model_file, threads)
+        self._load_session(self.bundle_dir / model_file, threads, config)
 
     def _load_tokenizer(self, path: Path) -> None:
         self.tokenizer = Tokenizer.from_file(str(path))
@@ -88,7 +88,7 @@ class BundlePredictor:
         unk_token = getattr(self.tokenizer.model, "unk_token", None)
         self.unk_id = self.tokenizer.token_to_id(unk_token) if unk_token else None
 
-    def _load_session(self, path: Path, threads: int | None) -> None:
+    def _load_session(self, path: Path, threads: int | None, config: dict) -> None:
         if threads is None:
             threads = int(os.environ.get(THREADS_ENV, "1"))
         options = ort.SessionOptions()
@@ -96,7 +96,6 @@ class BundlePredictor:
         options.inter_op_num_threads = 1
         # A bundle whose graph ORT optimised at export says so: loading it without optimising again
         # saves ~25 ms of start. Another onnxruntime version re-optimises (its fusions may differ).
-        config = json.loads((self.bundle_dir / CONFIG).read_text())
         level = config.get("graph_optimization_level", "all")
         if level not in GRAPH_LEVELS:
             raise BundleError(f"{self.bundle_dir / CONFIG}: graph_optimization_level {level!r} is not one of {list(GRAPH_LEVELS)}")
