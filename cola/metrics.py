@@ -1,4 +1,5 @@
-"""Classification metrics on the test split, shared by evaluate (PyTorch) and export_onnx (ONNX variants)."""
+"""Classification metrics and the decision rule, shared by train (threshold on validation), evaluate (PyTorch)
+and export_onnx (ONNX variants)."""
 
 import numpy as np
 from sklearn.metrics import (
@@ -11,15 +12,34 @@ from sklearn.metrics import (
 )
 
 
-def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
-    """MCC (the CoLA metric), accuracy, macro F1/precision/recall and ROC AUC from (n, 2) probabilities."""
-    preds = probs.argmax(axis=1)
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
+
+
+def decide(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The decision rule: label 1 (acceptable) when P(acceptable) >= threshold. 0.5 is argmax for two classes."""
+    return (probs[:, 1] >= threshold).astype(int)
+
+
+def tune_threshold(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    """The threshold on P(acceptable) that maximises MCC on these (validation) labels, from a 0.01 grid;
+    ties go to the threshold closest to 0.5. Returns (threshold, MCC at it)."""
+    scores = [(matthews_corrcoef(labels, decide(probs, t)), -abs(t - 0.5), float(t)) for t in THRESHOLD_GRID]
+    mcc, _, threshold = max(scores)
+    return threshold, float(mcc)
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict:
+    """MCC (the CoLA metric), accuracy, macro F1/precision/recall under the decision rule, the MCC argmax gives,
+    and ROC AUC (threshold-free)."""
+    preds = decide(probs, threshold)
     return {
         "mcc": float(matthews_corrcoef(labels, preds)),
+        "mcc_argmax": float(matthews_corrcoef(labels, decide(probs))),
         "accuracy": float(accuracy_score(labels, preds)),
         "f1_macro": float(f1_score(labels, preds, average="macro")),
         "precision_macro": float(precision_score(labels, preds, average="macro", zero_division=0)),
         "recall_macro": float(recall_score(labels, preds, average="macro", zero_division=0)),
         "roc_auc": float(roc_auc_score(labels, probs[:, 1])) if len(set(labels)) > 1 else float("nan"),
         "n": int(len(labels)),
+        "threshold": float(threshold),
     }

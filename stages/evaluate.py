@@ -4,13 +4,15 @@ Outputs (all committed to git, so `dvc metrics diff main` works in PRs): reports
 plots (confusion matrix, ROC, precision-recall), predictions.csv and misclassified.csv for the test split.
 """
 
+import json
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from cola.config import ROOT, load_params, write_json
 from cola.data import LABELS
-from cola.metrics import classification_metrics
+from cola.metrics import classification_metrics, decide
 from cola.model import load_classifier, load_tokenizer, predict_proba
 
 OUT = ROOT / "reports" / "evaluate"
@@ -29,9 +31,11 @@ def main() -> None:
     probs = predict_proba(load_classifier(model_dir), load_tokenizer(model_dir), list(test["sentence"]),
                           params.model.max_length, params.evaluate.batch_size)
     labels = test["label"].to_numpy()
-    preds = probs.argmax(axis=1)
+    # The decision rule the train stage chose on validation (0.5 = argmax when it did not tune one).
+    threshold = json.loads((ROOT / "models" / "model" / "config.json").read_text()).get("decision_threshold", 0.5)
+    preds = decide(probs, threshold)
 
-    metrics = classification_metrics(labels, probs)
+    metrics = classification_metrics(labels, probs, threshold)
     write_json(OUT / "metrics.json", metrics)
     predictions = test.assign(pred=preds, prob_acceptable=probs[:, 1].round(6))
     predictions.to_csv(OUT / "predictions.csv", index=False)

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from cola.config import ROOT, load_params
 from cola.data import LABELS
+from cola.metrics import decide, tune_threshold
 from cola.model import AcceptabilityClassifier, load_tokenizer, make_loader, predict_proba
 
 PREPARED = ROOT / "data" / "prepared"
@@ -33,11 +34,20 @@ def make_wandb_logger(cfg, params):
     return logger
 
 
-def log_validation_analysis(model, tokenizer, validation: pd.DataFrame, params, loggers) -> None:
-    """Confusion matrix with class names and *all* misclassified validation examples, to DVCLive and W&B."""
-    probs = predict_proba(model, tokenizer, list(validation["sentence"]), params.model.max_length,
-                          params.train.eval_batch_size)
-    preds = probs.argmax(axis=1)
+def choose_threshold(probs, validation: pd.DataFrame, tune: bool) -> tuple[float, float]:
+    """The decision threshold on P(acceptable): the one that maximises validation MCC, or 0.5 (argmax)."""
+    labels = validation["label"].to_numpy()
+    if tune:
+        return tune_threshold(labels, probs)
+    from sklearn.metrics import matthews_corrcoef
+
+    return 0.5, float(matthews_corrcoef(labels, decide(probs)))
+
+
+def log_validation_analysis(probs, threshold: float, validation: pd.DataFrame, loggers) -> None:
+    """Confusion matrix with class names and *all* misclassified validation examples (under the decision rule),
+    to DVCLive and W&B."""
+    preds = decide(probs, threshold)
     actual = [LABELS[i] for i in validation["label"]]
     predicted = [LABELS[i] for i in preds]
     wrong = validation.assign(predicted=predicted, prob_acceptable=probs[:, 1].round(4))[preds != validation["label"]]
@@ -69,8 +79,9 @@ def main() -> None:
     val_loader = make_loader(splits["validation"], tokenizer, params.model.max_length, cfg.eval_batch_size,
                              num_workers=cfg.num_workers)
 
-    module = AcceptabilityClassifier(params.model.pretrained, params.model.lr, params.model.weight_decay,
-                                     params.model.warmup_ratio, params.model.num_labels)
+    m = params.model
+    module = AcceptabilityClassifier(m.pretrained, m.lr, m.weight_decay, m.warmup_ratio, pooling=m.pooling,
+                                     layer_lr_decay=m.layer_lr_decay, label_smoothing=cfg.label_smoothing)
 
     loggers = [DVCLiveLogger(dir=str(REPORT_DIR), dvcyaml=False, save_dvc_exp=False)]
     if cfg.wandb.enabled:
@@ -104,15 +115,22 @@ def main() -> None:
         best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
         module.load_state_dict(best["state_dict"])
 
+    probs = predict_proba(module.model, tokenizer, list(splits["validation"]["sentence"]), m.max_length,
+                          cfg.eval_batch_size)
+    threshold, val_mcc = choose_threshold(probs, splits["validation"], m.tune_threshold)
+    module.model.config.decision_threshold = threshold  # travels in config.json to evaluate and the bundle
     module.model.save_pretrained(MODEL_DIR)
     tokenizer.save_pretrained(MODEL_DIR)
     live = loggers[0].experiment
     live.summary["best_" + cfg.monitor.replace("/", "_")] = float(checkpoint.best_model_score)
+    live.summary["decision_threshold"] = threshold
+    live.summary["val_mcc_at_threshold"] = val_mcc  # optimistic when tuned: chosen on these same rows
     live.make_summary()
-    log_validation_analysis(module.model, tokenizer, splits["validation"], params, loggers)
+    log_validation_analysis(probs, threshold, splits["validation"], loggers)
     for logger in loggers[1:]:
         logger.experiment.finish()
-    print(f"train: best {cfg.monitor} = {float(checkpoint.best_model_score):.4f}; model saved to {MODEL_DIR}")
+    print(f"train: best {cfg.monitor} = {float(checkpoint.best_model_score):.4f}; threshold {threshold:.2f} "
+          f"(validation MCC {val_mcc:.4f}); model saved to {MODEL_DIR}")
 
 
 if __name__ == "__main__":
