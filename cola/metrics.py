@@ -11,7 +11,6 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 
 
