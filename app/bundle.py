@@ -5,7 +5,9 @@ Layout (every file listed in manifest.json with its sha256):
     tokenizer.json   Hugging Face `tokenizers` file: dynamic padding, truncation at max_length
     config.json      {"labels": [...], "max_length": int, "variant": str, "model_file": "model.onnx",
                       "input_names": [...], "graph_optimization_level": "disable" | "basic" | "extended" | "all",
-                      "optimized_by_onnxruntime": version (present when the export pre-optimised the graph)}
+                      "optimized_by_onnxruntime": version (present when the export pre-optimised the graph),
+                      "decision_threshold": float (label "acceptable" when its probability is >= this; 0.5 =
+                      argmax; absent in older bundles = 0.5)}
     manifest.json    {"version": str, "files": {name: sha256}, "params": {...}, "metrics": {...}}
 
 This module must stay importable without torch or transformers: the app and the Lambda image use it.

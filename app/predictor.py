@@ -75,6 +75,11 @@ class BundlePredictor:
             raise BundleError(f"{self.bundle_dir / CONFIG} lacks a valid {exc}: re-run `dvc repro export_onnx`") from exc
         self.variant: str = str(config.get("variant", "unknown"))
         self.version: str = str(self.manifest["version"])
+        self.positive = self.labels.index("acceptable") if "acceptable" in self.labels else len(self.labels) - 1
+        self.threshold = config.get("decision_threshold", 0.5)
+        if len(self.labels) != 2 or not isinstance(self.threshold, int | float) or not 0 < self.threshold < 1:
+            raise BundleError(f"{self.bundle_dir / CONFIG}: needs two labels and a decision_threshold in (0, 1), "
+                              f"has {self.labels} and {self.threshold!r}: re-run `dvc repro export_onnx`")
         self._load_tokenizer(self.bundle_dir / "tokenizer.json")
         self._load_session(self.bundle_dir / model_file, threads, config)
 
@@ -172,6 +177,11 @@ class BundlePredictor:
         """Tokenize and classify `texts` (length-aware groups, see infer)."""
         encoded = self.encode(texts)
         return Batch(self.infer(encoded), encoded.tokens, encoded.unk_rates)
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """The label index of each row under the bundle's decision rule: the positive label ("acceptable") when
+        its probability is at least `decision_threshold` (chosen on validation by the train stage; 0.5 = argmax)."""
+        return np.where(probs[:, self.positive] >= self.threshold, self.positive, 1 - self.positive)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return self.run(texts).probs

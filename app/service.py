@@ -51,8 +51,6 @@ class PredictionService:
         self.draining = False
         self.drain_started = float("inf")
         self._warm_up()
-        labels = predictor.labels
-        self.positive = labels.index("acceptable") if "acceptable" in labels else len(labels) - 1
 
     def begin_drain(self) -> None:
         """SIGTERM: say not-ready and refuse requests received from now on; those received before are computed."""
@@ -87,7 +85,7 @@ class PredictionService:
         latency_ms = (time.perf_counter() - start) * 1000
         labels = self.predictor.labels
         predictions = []
-        rows = zip(texts, probs.tolist(), probs.argmax(axis=1).tolist(), encoded.tokens, encoded.unk_rates, strict=True)
+        rows = zip(texts, probs.tolist(), self.predictor.decide(probs).tolist(), encoded.tokens, encoded.unk_rates, strict=True)
         for text, row, winner, tokens, unk_rate in rows:
             predictions.append({"label": labels[winner], "confidence": row[winner], "probabilities": dict(zip(labels, row, strict=True))})
             self._record(request.state.request_id, text, row, winner, tokens, unk_rate, latency_ms)
@@ -132,7 +130,7 @@ class PredictionService:
             model_version=self.predictor.version,
             label=label,
             confidence=round(confidence, 6),
-            prob_acceptable=round(row[self.positive], 6),
+            prob_acceptable=round(row[self.predictor.positive], 6),
             latency_ms=round(latency_ms, 3),
             chars=len(text),
             tokens=tokens,

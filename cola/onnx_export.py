@@ -309,14 +309,16 @@ def compare_variants(
     labels: Sequence[int],
     max_length: int,
     batch_size: int = 64,
+    threshold: float = 0.5,
 ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Run PyTorch and every ONNX variant on the very batches the evaluate stage builds (training tokenizer,
-    dynamic padding), so only the model differs. Returns per-variant test metrics plus agreement with
-    PyTorch and max |Δlogit|, and every variant's logits ("pytorch" is the reference)."""
+    dynamic padding), so only the model differs. Returns per-variant test metrics under the decision rule
+    (`threshold`, as the bundle will serve it) plus label agreement with PyTorch and max |Δlogit|, and every
+    variant's logits ("pytorch" is the reference)."""
     import pandas as pd
     import torch
 
-    from cola.metrics import classification_metrics
+    from cola.metrics import classification_metrics, decide
     from cola.model import load_tokenizer, make_loader
 
     model = load_torch_model(model_dir)
@@ -334,9 +336,10 @@ def compare_variants(
     reference, labels = logits["pytorch"], np.asarray(labels)
     report = {}
     for name, values in logits.items():
-        report[name] = classification_metrics(labels, softmax(values))
+        report[name] = classification_metrics(labels, softmax(values), threshold)
         if name != "pytorch":
-            report[name]["agreement"] = float((values.argmax(1) == reference.argmax(1)).mean())
+            same = decide(softmax(values), threshold) == decide(softmax(reference), threshold)
+            report[name]["agreement"] = float(same.mean())
             report[name]["max_abs_logit_diff"] = float(np.abs(values - reference).max())
     return report, logits
 
@@ -379,6 +382,7 @@ def write_bundle(
     params: dict,
     metrics: dict,
     preoptimize_level: str | None = None,
+    decision_threshold: float = 0.5,
 ) -> dict:
     """Write the self-contained serving bundle described in app/bundle.py and return its manifest.
 
@@ -403,6 +407,7 @@ def write_bundle(
         "variant": variant,
         "model_file": "model.onnx",
         "input_names": input_names,
+        "decision_threshold": decision_threshold,
     } | optimization
     (bundle_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     return write_manifest(bundle_dir, params, metrics)
@@ -412,3 +417,8 @@ def model_labels(model_dir: str | Path) -> list[str]:
     """Label names in id order from the saved model's config.json (id2label)."""
     id2label = json.loads((Path(model_dir) / "config.json").read_text())["id2label"]
     return [id2label[str(i)] for i in range(len(id2label))]
+
+
+def model_threshold(model_dir: str | Path) -> float:
+    """The decision threshold the train stage chose (config.json `decision_threshold`; 0.5 = argmax)."""
+    return float(json.loads((Path(model_dir) / "config.json").read_text()).get("decision_threshold", 0.5))

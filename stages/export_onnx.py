@@ -37,7 +37,7 @@ def check_bundle(bundle_dir: Path, sentences: list[str], expected_logits: np.nda
     probs = np.concatenate([predictor.predict_proba([sentence]) for sentence in sentences])
     expected = ox.softmax(expected_logits)
     diff = float(np.abs(probs - expected).max())
-    if diff > 1e-4 or (probs.argmax(1) != expected.argmax(1)).any():
+    if diff > 1e-4 or (predictor.decide(probs) != predictor.decide(expected)).any():
         raise ox.ParityError(
             f"the bundle in {bundle_dir} does not reproduce its model: max |Δprob| = {diff:.3g} against the "
             f"same model on the training tokenizer's inputs. Its tokenizer.json differs from models/model's "
@@ -70,7 +70,8 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
         ox.INPUT_NAMES,
     )
     paths = ox.export_variants(model_dir, onnx_dir, cfg.opset, cfg.per_channel, cfg.quantize_from, calibration)
-    report, logits = ox.compare_variants(model_dir, paths, sentences, labels, max_length, cfg.batch_size)
+    threshold = ox.model_threshold(model_dir)
+    report, logits = ox.compare_variants(model_dir, paths, sentences, labels, max_length, cfg.batch_size, threshold)
     ox.check_parity(report, cfg.parity_tolerance)
 
     served = cfg.served_variant
@@ -93,6 +94,7 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
         params=declared_params("export_onnx", params),  # exactly what DVC tracks for this stage
         metrics={"test": report[served], "pytorch_test": report["pytorch"]},
         preoptimize_level=cfg.preoptimize,
+        decision_threshold=threshold,
     )
     single = ox.variant_logits(model_dir, paths[served], sentences, max_length, batch_size=1)
     bundle_diff = check_bundle(bundle_dir, sentences, single)

@@ -132,14 +132,15 @@ def reference_features(stats_path: Path, held_out: Path, bundle_dir: Path) -> tu
         predictor = BundlePredictor(bundle_dir)
     except BundleError as exc:
         raise MonitorError(f"the served bundle is needed for the reference confidences: {exc}") from exc
-    probs = np.concatenate([predictor.predict_proba(texts[i:i + 64])[:, 1] for i in range(0, len(texts), 64)])
+    probs = np.concatenate([predictor.predict_proba(texts[i:i + 64]) for i in range(0, len(texts), 64)])
+    winners = predictor.decide(probs)  # the served decision rule, so reference and live labels compare
     features = {
         "char_length": chars,
         "token_length": tokens,
         "token_density": tokens / np.maximum(chars, 1),
         "unk_rate": unk,
-        "confidence": np.maximum(probs, 1 - probs),
-        "label": (probs >= 0.5).astype(int),
+        "confidence": probs[np.arange(len(probs)), winners],
+        "label": (winners == predictor.positive).astype(int),
         "upper_ratio": np.array([upper_ratio(t) for t in texts]),
     }
     facts = {"training_rows": int(stats.get("n_rows", len(chars))), "held_out_rows": len(texts),

@@ -173,3 +173,35 @@ def test_export_stage_refuses_a_served_variant_that_loses_too_much_mcc(tiny_mode
         run(tiny_model_dir, tmp_path / "test.parquet", tmp_path / "onnx", tmp_path / "bundle", tmp_path / "metrics.json",
             load_params(tmp_path / "params.yaml"), tmp_path / "train.parquet")
     assert not (tmp_path / "bundle").exists()  # the gate fires before a bundle is written
+
+
+def test_a_mean_pooling_model_with_a_tuned_threshold_exports_and_serves_its_rule(tiny_model_dir, tmp_path):
+    """The export stage on the other head: fp32 parity holds for mean pooling, and the bundle serves the
+    threshold the train stage stored in the model's config.json (metrics are scored under that rule)."""
+    import torch
+
+    from cola.data import read_tsv
+    from cola.metrics import decide
+    from cola.model import load_classifier, load_tokenizer
+    from stages.export_onnx import run
+
+    torch.manual_seed(2)
+    model = load_classifier(str(tiny_model_dir), pooling="mean").eval()
+    model.config.decision_threshold = 0.47
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    load_tokenizer(str(tiny_model_dir)).save_pretrained(model_dir)
+    sentences, labels = cola_rows(40)
+    pd.DataFrame({"sentence": sentences, "label": labels}).to_parquet(tmp_path / "test.parquet")
+    read_tsv(FIXTURE_COLA / "train.tsv").to_parquet(tmp_path / "train.parquet")
+    compose_params(tmp_path / "params.yaml", ["export.max_mcc_drop=1.0"])
+
+    metrics = run(model_dir, tmp_path / "test.parquet", tmp_path / "onnx", tmp_path / "bundle",
+                  tmp_path / "metrics.json", load_params(tmp_path / "params.yaml"), tmp_path / "train.parquet")
+
+    assert metrics["parity"]["fp32_label_agreement"] == 1.0
+    assert metrics["variants"]["fp32"]["threshold"] == 0.47
+    predictor = BundlePredictor(tmp_path / "bundle")
+    assert predictor.threshold == 0.47
+    probs = predictor.predict_proba(sentences)
+    assert predictor.decide(probs).tolist() == decide(probs, 0.47).tolist()

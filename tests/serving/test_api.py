@@ -27,7 +27,26 @@ def test_post_one_sentence(client, predictor):
     assert prediction["label"] in ("acceptable", "unacceptable")
     assert set(prediction["probabilities"]) == {"acceptable", "unacceptable"}
     assert sum(prediction["probabilities"].values()) == pytest.approx(1, abs=1e-5)
-    assert prediction["confidence"] == max(prediction["probabilities"].values())
+    assert prediction["confidence"] == prediction["probabilities"][prediction["label"]]
+
+
+def test_the_label_follows_the_bundles_decision_threshold(tiny_bundle, settings, tmp_path):
+    """A threshold above every probability: each sentence is "unacceptable", with both probabilities as before."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.predictor import BundlePredictor
+    from tests.serving.test_predictor import bundle_with_threshold
+
+    texts = ["The cat sat on the mat.", "Mat the on sat cat.", "Yes."]
+    strict = bundle_with_threshold(tiny_bundle, tmp_path / "strict", 0.999)
+    with TestClient(create_app(strict, settings)) as test_client:
+        body = test_client.post("/predict", json={"text": texts}).json()
+    expected = BundlePredictor(tiny_bundle).predict_proba(texts)
+    for prediction, row in zip(body["predictions"], expected, strict=True):
+        assert prediction["label"] == "unacceptable"
+        assert prediction["probabilities"]["acceptable"] == pytest.approx(float(row[1]), abs=1e-6)
+        assert prediction["confidence"] == prediction["probabilities"]["unacceptable"]
 
 
 def test_post_list_is_one_model_call_in_order(client, predictor):

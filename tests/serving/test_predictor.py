@@ -74,3 +74,35 @@ def test_thread_count_is_configurable(tiny_bundle):
 def test_tampered_bundle_is_refused(tampered_bundle):
     with pytest.raises(BundleError, match="tokenizer.json fails its sha256 check"):
         BundlePredictor(tampered_bundle)
+
+
+def bundle_with_threshold(tiny_bundle, directory, threshold) -> BundlePredictor:
+    """A copy of the tiny bundle whose config.json carries `decision_threshold` (manifest rewritten)."""
+    import json
+    import shutil
+
+    from app.bundle import CONFIG, write_manifest
+
+    bundle = shutil.copytree(tiny_bundle, directory)
+    config = json.loads((bundle / CONFIG).read_text()) | {"decision_threshold": threshold}
+    (bundle / CONFIG).write_text(json.dumps(config))
+    write_manifest(bundle, {}, {})
+    return BundlePredictor(bundle)
+
+
+def test_the_served_label_follows_the_bundles_decision_threshold(tiny_bundle, tmp_path):
+    texts = ["The cat sat on the mat.", "Mat the on sat cat.", "Yes.", "him saw i", "She left early."]
+    base = BundlePredictor(tiny_bundle)
+    probs = base.predict_proba(texts)
+    p = probs[:, base.positive]
+    assert base.decide(probs).tolist() == probs.argmax(axis=1).tolist()  # no threshold in the bundle: argmax
+    middle = float(np.sort(p)[len(p) // 2])  # half the rows on each side of it
+    tuned = bundle_with_threshold(tiny_bundle, tmp_path / "tuned", middle)
+    assert tuned.decide(probs).tolist() == [int(x >= middle) for x in p]
+    assert np.array_equal(tuned.predict_proba(texts), probs)  # probabilities unchanged; only the rule moved
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.5, "high", None])
+def test_a_bundle_with_an_invalid_threshold_is_refused(tiny_bundle, tmp_path, threshold):
+    with pytest.raises(BundleError, match="decision_threshold in \\(0, 1\\)"):
+        bundle_with_threshold(tiny_bundle, tmp_path / "bad", threshold)

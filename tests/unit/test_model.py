@@ -126,3 +126,96 @@ def test_worker_count_does_not_change_the_batches(tokenizer):
     in_process = batches(0)
     assert in_process != batches(0, shuffle=False)  # really shuffled
     assert batches(2) == in_process
+
+
+# --- the two poolings, layer-wise learning rates, the decision threshold --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_mean_model(tiny_model_dir, tmp_path_factory):
+    """The tiny BERT with the mean-pooling head, saved the way the train stage saves it."""
+    from cola.model import load_classifier
+
+    torch.manual_seed(1)
+    model = load_classifier(str(tiny_model_dir), pooling="mean").eval()
+    model_dir = tmp_path_factory.mktemp("tiny_mean")
+    model.save_pretrained(model_dir)
+    load_tokenizer(str(tiny_model_dir)).save_pretrained(model_dir)
+    return model, model_dir
+
+
+def test_mean_pooling_ignores_padding(tiny_mean_model, tokenizer):
+    model, _ = tiny_mean_model
+    alone = tokenizer(["the cat sat"], return_tensors="pt")
+    padded = tokenizer(["the cat sat", "a much longer sentence with several more words"], padding=True,
+                       return_tensors="pt")
+    with torch.inference_mode():
+        assert torch.allclose(model(**alone).logits[0], model(**padded).logits[0], atol=1e-5)
+
+
+def test_a_saved_mean_pooling_model_loads_back_with_its_pooling_and_head(tiny_mean_model, tokenizer):
+    from cola.model import MeanPoolingClassifier, load_classifier
+
+    model, model_dir = tiny_mean_model
+    loaded = load_classifier(str(model_dir)).eval()  # pooling read from config.json, not passed
+    assert isinstance(loaded, MeanPoolingClassifier)
+    batch = tokenizer(["the cat sat", "him saw i"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        assert torch.allclose(model(**batch).logits, loaded(**batch).logits, atol=1e-6)
+    assert predict_proba(loaded, tokenizer, ["the cat sat"], 64).shape == (1, 2)
+
+
+def test_an_unknown_pooling_is_refused_by_name(tiny_model_dir):
+    from cola.model import load_classifier
+
+    with pytest.raises(ValueError, match="model.pooling must be one of cls, mean"):
+        load_classifier(str(tiny_model_dir), pooling="max")
+
+
+def test_layerwise_learning_rates_decay_from_the_head_down_to_the_embeddings(tiny_model_dir):
+    from cola.model import layerwise_lr_groups, load_classifier
+
+    model = load_classifier(str(tiny_model_dir), pooling="mean")
+    groups = layerwise_lr_groups(model, lr=1.0, decay=0.5, weight_decay=0.01)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["classifier.weight"])] == 1.0
+    assert lr_of[id(named["encoder.encoder.layer.1.output.dense.weight"])] == 0.5
+    assert lr_of[id(named["encoder.encoder.layer.0.output.dense.weight"])] == 0.25
+    assert lr_of[id(named["encoder.embeddings.word_embeddings.weight"])] == 0.125
+    assert sum(len(g["params"]) for g in groups) == len(named)  # every parameter in exactly one group
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    assert id(named["classifier.bias"]) in no_decay and id(named["classifier.weight"]) not in no_decay
+    flat = layerwise_lr_groups(model, lr=3e-5, decay=1.0, weight_decay=0.01)
+    assert {g["lr"] for g in flat} == {3e-5}
+
+
+def test_label_smoothing_changes_only_the_training_loss(tiny_model_dir, tokenizer):
+    batch = next(iter(make_loader(FRAME, tokenizer, max_length=64, batch_size=6)))
+    losses = {}
+    for smoothing in (0.0, 0.2):
+        torch.manual_seed(0)
+        module = AcceptabilityClassifier(str(tiny_model_dir), lr=1e-3, weight_decay=0.0, warmup_ratio=0.0,
+                                         label_smoothing=smoothing).eval()
+        module.log = lambda *args, **kwargs: None  # no Trainer attached
+        with torch.inference_mode():
+            losses[smoothing] = (float(module._step(dict(batch), module.train_metrics, "train")),
+                                 float(module._step(dict(batch), module.val_metrics, "val")))
+    assert losses[0.0][0] != pytest.approx(losses[0.2][0], abs=1e-4)
+    assert losses[0.0][1] == pytest.approx(losses[0.2][1], abs=1e-6)
+
+
+def test_threshold_tuned_on_validation_maximises_mcc_and_argmax_is_0_5():
+    import numpy as np
+    from sklearn.metrics import matthews_corrcoef
+
+    from cola.metrics import decide, tune_threshold
+
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    p = np.array([0.55, 0.6, 0.62, 0.7, 0.8, 0.9, 0.95, 0.66])  # everything above 0.5: argmax says all 1
+    probs = np.stack([1 - p, p], axis=1)
+    assert decide(probs).tolist() == probs.argmax(axis=1).tolist()
+    threshold, mcc = tune_threshold(labels, probs)
+    assert 0.62 < threshold <= 0.66 and mcc == pytest.approx(1.0)
+    assert mcc == pytest.approx(matthews_corrcoef(labels, decide(probs, threshold)))
+    assert matthews_corrcoef(labels, decide(probs)) == 0.0
