@@ -12,28 +12,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from app.bundle import BundleError, verify_manifest
 from app.predictor import BundlePredictor
 from cola.config import ROOT
 from tests.monitoring import streams
-
-TRAINED_BUNDLE = ROOT / "artifacts" / "bundle"
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def trained_bundle() -> Path:
-    """The pipeline's bundle (a fine-tuned model), for checks a random model cannot pass."""
-    try:
-        verify_manifest(TRAINED_BUNDLE)
-    except BundleError as exc:
-        pytest.skip(f"needs a trained bundle at {TRAINED_BUNDLE} (`dvc repro export_onnx`): {exc}")
-    return TRAINED_BUNDLE
 
 
 def write_reference(bundle_dir: Path, folder: Path) -> dict:
@@ -59,6 +46,6 @@ def tiny_reference(tiny_bundle, tmp_path_factory) -> dict:
     return write_reference(tiny_bundle, tmp_path_factory.mktemp("tiny_reference"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture  # per test, like trained_bundle (tests/conftest.py), whose skip it inherits
 def trained_reference(trained_bundle, tmp_path_factory) -> dict:
     return write_reference(trained_bundle, tmp_path_factory.mktemp("trained_reference"))

@@ -1,0 +1,87 @@
+"""Model tier: behavioural tests of the trained, served model (minimal pairs, directional, invariance).
+
+Runs on the pipeline's bundle (artifacts/bundle, or COLA_MODEL_BUNDLE); without one every test here is skipped and
+listed under "trained-model" in the run's summary. The floors are what the committed model scores
+(docs/experiments.md) less a small margin for int8 kernels that differ between CPUs: a retrained model that
+regresses fails here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from app.bundle import CONFIG, write_manifest
+from app.predictor import BundlePredictor
+from cola.config import ROOT
+from tests.conftest_bundle import cola_rows
+from tests.model import behaviour
+
+TEST_SPLIT = ROOT / "data" / "prepared" / "test.parquet"  # GLUE validation, written by `dvc repro prepare`
+
+# what the committed model scores (docs/experiments.md), less the margin
+FLOORS = {
+    "minimal_pairs": 0.76,  # committed: 0.816 (31 of 38 pairs)
+    "shuffled_lower": 0.94,  # committed: 0.974
+    "period_same_label": 0.92,  # committed: 0.948
+}
+MAX_PERIOD_MEDIAN_CHANGE = 0.03  # committed: 0.008
+MAX_WHITESPACE_CHANGE = 1e-6  # the tokenizer strips it: any change is a bug
+
+
+@pytest.fixture
+def predictor(trained_bundle) -> BundlePredictor:
+    return BundlePredictor(trained_bundle)
+
+
+@pytest.fixture
+def test_sentences(trained_bundle) -> pd.DataFrame:
+    if not TEST_SPLIT.is_file():
+        pytest.skip(f"needs the test split {TEST_SPLIT}: `dvc repro prepare` or `dvc pull data/prepared`")
+    return pd.read_parquet(TEST_SPLIT)
+
+
+def test_minimal_pairs_prefer_the_acceptable_sentence(predictor):
+    share, by_phenomenon = behaviour.minimal_pairs(predictor)
+    print(f"minimal pairs: {share:.3f} {by_phenomenon}")
+    assert share >= FLOORS["minimal_pairs"], by_phenomenon
+
+
+def test_shuffling_the_words_of_acceptable_sentences_lowers_their_score(predictor, test_sentences):
+    acceptable = test_sentences.loc[test_sentences["label"] == 1, "sentence"].tolist()
+    share, n = behaviour.shuffled_scores_lower(predictor, acceptable)
+    print(f"shuffled scores lower: {share:.3f} of {n}")
+    assert n > 300 and share >= FLOORS["shuffled_lower"]
+
+
+def test_a_final_period_changes_neither_label_nor_score_much(predictor, test_sentences):
+    same_label, median_change = behaviour.final_period_invariance(predictor, test_sentences["sentence"].tolist())
+    print(f"final period: same label {same_label:.3f}, median |dP| {median_change:.4f}")
+    assert same_label >= FLOORS["period_same_label"] and median_change <= MAX_PERIOD_MEDIAN_CHANGE
+
+
+def test_trailing_whitespace_changes_nothing(predictor):
+    sentences = pd.read_csv(behaviour.PAIRS, sep="\t")["acceptable"].tolist()
+    assert behaviour.trailing_whitespace_change(predictor, sentences) <= MAX_WHITESPACE_CHANGE
+
+
+def test_the_floors_catch_a_bundle_whose_labels_are_swapped(trained_bundle, tmp_path):
+    """A realistic breakage (label order in config.json reversed): the same checks must fail on it."""
+    broken = shutil.copytree(trained_bundle, tmp_path / "swapped")
+    config = json.loads((broken / CONFIG).read_text())
+    (broken / CONFIG).write_text(json.dumps(config | {"labels": config["labels"][::-1]}))
+    write_manifest(broken, {}, {})
+    share, _ = behaviour.minimal_pairs(BundlePredictor(broken))
+    assert share < FLOORS["minimal_pairs"]
+
+
+def test_the_floors_catch_an_untrained_model(tiny_bundle):
+    """Runs everywhere (the tests' random tiny bundle): a model that learnt nothing fails the floors."""
+    predictor = BundlePredictor(tiny_bundle)
+    sentences, labels = cola_rows(200)
+    acceptable = [s for s, label in zip(sentences, labels, strict=True) if label == 1]
+    shuffled, _ = behaviour.shuffled_scores_lower(predictor, acceptable)
+    pairs, _ = behaviour.minimal_pairs(predictor)
+    assert shuffled < FLOORS["shuffled_lower"] and pairs < FLOORS["minimal_pairs"]
