@@ -2,7 +2,8 @@
 → serving bundle.
 
 Outputs: artifacts/onnx/ (every variant), artifacts/bundle/ (the served variant, see app/bundle.py) and
-reports/export/metrics.json (test accuracy, MCC, agreement with PyTorch and size of every variant).
+reports/export/metrics.json (the DVC metric: parity figures and the served variant's test accuracy, MCC, agreement
+with PyTorch and size) and reports/export/variants.json (the same figures, and more, for every variant).
 The stage fails, with the numbers, if the fp32 export does not reproduce PyTorch on the whole test split
 or if the finished bundle, served through app.predictor, does not reproduce its variant's predictions, or if
 the served variant's test MCC is more than export.max_mcc_drop below fp32's.
@@ -107,7 +108,8 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
         "served": {k: report[served][k] for k in ("accuracy", "mcc", "mcc_drop_vs_fp32", "agreement", "size_mb")},
         "variants": report,
     }
-    write_json(metrics_path, metrics)
+    write_json(metrics_path, {key: metrics[key] for key in ("parity", "served")})
+    write_json(metrics_path.with_name("variants.json"), report)
     print(f"export_onnx: fused ops in the optimised graph {fused}")
     for name, values in report.items():
         extra = f", agreement={values['agreement']:.4f}, max|Δlogit|={values['max_abs_logit_diff']:.2g}" if name != "pytorch" else ""
