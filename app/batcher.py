@@ -154,10 +154,11 @@ class MicroBatcher:
         seconds = time.perf_counter() - start
         cost, self.running_tokens = self.running_tokens, 0
         self._launch()  # the next call first: results below are handed out while it runs
-        if call.exception() is not None:  # hand the failure to every waiting request
+        error = call.exception()
+        if error is not None:  # hand the failure to every waiting request
             for job in jobs:
                 if not job.future.done():
-                    job.future.set_exception(call.exception())
+                    job.future.set_exception(error)
             return
         rate = cost / max(seconds, 1e-6)
         self.tokens_per_s = rate if self.tokens_per_s is None else SMOOTHING * rate + (1 - SMOOTHING) * self.tokens_per_s

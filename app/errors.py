@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +16,7 @@ from app.service import Refused
 from app.telemetry import log_event
 
 
-def error_response(request: Request, status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+def error_response(request: Request, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)
     return JSONResponse({"error": code, "message": message, "request_id": request_id}, status_code=status, headers=headers)
 
@@ -51,8 +52,9 @@ async def on_unexpected(request: Request, exc: Exception):
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(InputError, on_input_error)
-    app.add_exception_handler(Refused, on_refused)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(HTTPException, on_http_error)
+    # Starlette types every handler as taking Exception; each of these is registered for its own class only.
+    app.add_exception_handler(InputError, on_input_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Refused, on_refused)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, on_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, on_http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, on_unexpected)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.message
 import json
 import re
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,7 +36,7 @@ def request_schema(settings: Settings) -> type[BaseModel]:
     """The documented body of POST /predict; parse_body() enforces the same rules with clearer messages."""
     # Lone surrogates (JSON "\ud800") are rejected too, but only the description says so: a pattern cannot
     # express it portably (Rust and UTF-8 based validators cannot even hold such a string).
-    sentence = {"type": "string", "minLength": 1, "maxLength": settings.max_chars, "pattern": SENTENCE_PATTERN}
+    sentence: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": settings.max_chars, "pattern": SENTENCE_PATTERN}
 
     class PredictRequest(BaseModel):
         model_config = ConfigDict(

@@ -7,6 +7,7 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Sequence
 
 from app.telemetry import Metrics, log_event
 
@@ -14,7 +15,7 @@ REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
-async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def _send_json(send, status: int, body: dict, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     payload = json.dumps(body).encode()
     await send(
         {

@@ -4,7 +4,7 @@ PredictionService in `app.state.service`; the documented schemas depend on the s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -36,7 +36,7 @@ class ErrorResponse(BaseModel):
     request_id: str | None = None
 
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 503, 504)}
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 503, 504)}
 
 
 async def get_service(request: Request) -> PredictionService:  # async: FastAPI runs a plain def in a thread pool

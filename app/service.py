@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 from fastapi import Request
@@ -124,6 +125,7 @@ class PredictionService:
         """Metrics and the log line of one prediction (field names: docs/serving.md, read by stages/monitor.py)."""
         label, confidence = self.predictor.labels[winner], row[winner]
         self.metrics.observe_prediction(label, confidence, len(text), tokens, unk_rate)
+        fields: dict[str, Any] = {"text": text} if self.settings.log_text else {}
         log_event(
             "prediction",
             request_id=request_id,
@@ -136,7 +138,7 @@ class PredictionService:
             tokens=tokens,
             unk_rate=round(unk_rate, 6),
             upper_ratio=round(upper_ratio(text), 4),
-            **({"text": text} if self.settings.log_text else {}),
+            **fields,
         )
 
     def _observe_batch(self, stats: BatchStats) -> None:

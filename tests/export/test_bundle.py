@@ -129,4 +129,3 @@ def test_bundle_predictor_serves_without_torch_or_transformers(tiny_bundle, tmp_
     session = ox.make_session(tiny_bundle / "model.onnx", threads=1)
     expected = ox.softmax(ox.ort_logits(session, ox.encode(tokenizer, sentences)))
     np.testing.assert_allclose(np.array(json.loads(probs_line)), expected, atol=1e-5)
-
