@@ -147,7 +147,9 @@ class MicroBatcher:
         self._running = True
         self.running_tokens = sum(job.cost for job in jobs)
         start = time.perf_counter()
-        call = asyncio.get_running_loop().run_in_executor(self._executor, self.infer, Encoded.merge([job.encoded for job in jobs]))
+        call = asyncio.get_running_loop().run_in_executor(
+            self._executor, self.infer, Encoded.merge([job.encoded for job in jobs])
+        )
         call.add_done_callback(lambda done: self._finish(jobs, start, done))
 
     def _finish(self, jobs: list[Job], start: float, call: asyncio.Future) -> None:
@@ -161,8 +163,12 @@ class MicroBatcher:
                     job.future.set_exception(error)
             return
         rate = cost / max(seconds, 1e-6)
-        self.tokens_per_s = rate if self.tokens_per_s is None else SMOOTHING * rate + (1 - SMOOTHING) * self.tokens_per_s
-        self._on_batch(BatchStats(sum(len(job.encoded.ids) for job in jobs), seconds, [start - job.enqueued_at for job in jobs]))
+        self.tokens_per_s = (
+            rate if self.tokens_per_s is None else SMOOTHING * rate + (1 - SMOOTHING) * self.tokens_per_s
+        )
+        self._on_batch(
+            BatchStats(sum(len(job.encoded.ids) for job in jobs), seconds, [start - job.enqueued_at for job in jobs])
+        )
         probs, offset = call.result(), 0
         for job in jobs:
             end = offset + len(job.encoded.ids)

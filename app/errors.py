@@ -16,9 +16,13 @@ from app.service import Refused
 from app.telemetry import log_event
 
 
-def error_response(request: Request, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+def error_response(
+    request: Request, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)
-    return JSONResponse({"error": code, "message": message, "request_id": request_id}, status_code=status, headers=headers)
+    return JSONResponse(
+        {"error": code, "message": message, "request_id": request_id}, status_code=status, headers=headers
+    )
 
 
 async def on_input_error(request: Request, exc: InputError):
@@ -48,7 +52,9 @@ async def on_http_error(request: Request, exc: HTTPException):
 
 async def on_unexpected(request: Request, exc: Exception):
     log_event("error", level=logging.ERROR, exc_info=True, request_id=getattr(request.state, "request_id", None))
-    return error_response(request, 500, "internal_error", "the server failed to answer; the error is logged with this request id")
+    return error_response(
+        request, 500, "internal_error", "the server failed to answer; the error is logged with this request id"
+    )
 
 
 def add_error_handlers(app: FastAPI) -> None:

@@ -30,7 +30,9 @@ def _as_http_event(payload: dict) -> dict:
         "rawPath": "/predict",
         "rawQueryString": "",
         "headers": {"content-type": "application/json"},
-        "requestContext": {"http": {"method": "POST", "path": "/predict", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"}},
+        "requestContext": {
+            "http": {"method": "POST", "path": "/predict", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"}
+        },
         "body": json.dumps(payload),
         "isBase64Encoded": False,
     }

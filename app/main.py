@@ -42,14 +42,18 @@ def create_app(predictor: BundlePredictor, settings: Settings) -> FastAPI:
     app.include_router(build_router(settings))
     add_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(ShedWhenBusy, batcher=service.batcher, on_shed=lambda request_id: service.rejected("queue_budget", request_id))
+    app.add_middleware(
+        ShedWhenBusy, batcher=service.batcher, on_shed=lambda request_id: service.rejected("queue_budget", request_id)
+    )
     app.add_middleware(RequestTelemetry, metrics=service.metrics)  # outermost: 413s and shed requests are logged too
     log_event("startup", model_version=predictor.version, variant=predictor.variant, bundle=str(predictor.bundle_dir))
     return app
 
 
 def load_predictor(settings: Settings) -> BundlePredictor:
-    return BundlePredictor(settings.bundle_dir, threads=settings.ort_threads, max_batch_tokens=settings.max_batch_tokens)
+    return BundlePredictor(
+        settings.bundle_dir, threads=settings.ort_threads, max_batch_tokens=settings.max_batch_tokens
+    )
 
 
 def from_env() -> FastAPI:

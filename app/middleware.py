@@ -21,7 +21,11 @@ async def _send_json(send, status: int, body: dict, headers: Sequence[tuple[byte
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *headers],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": payload})
@@ -101,7 +105,12 @@ class ShedWhenBusy:
         budget_ms = self.batcher.queue_budget_s * 1000
         message = f"the server is busy: this request would be answered in about {wait * 1000:.0f} ms, over the {budget_ms:.0f} ms budget: retry later"
         retry_after = str(max(1, math.ceil(self.batcher.estimated_wait_s()))).encode()
-        await _send_json(send, 503, {"error": "overloaded", "message": message, "request_id": request_id}, [(b"retry-after", retry_after)])
+        await _send_json(
+            send,
+            503,
+            {"error": "overloaded", "message": message, "request_id": request_id},
+            [(b"retry-after", retry_after)],
+        )
 
 
 class RequestTelemetry:

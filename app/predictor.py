@@ -58,7 +58,9 @@ class Encoded:
 
     @staticmethod
     def merge(parts: list[Encoded]) -> Encoded:
-        return Encoded(*([x for part in parts for x in getattr(part, f)] for f in ("ids", "type_ids", "tokens", "unk_rates")))
+        return Encoded(
+            *([x for part in parts for x in getattr(part, f)] for f in ("ids", "type_ids", "tokens", "unk_rates"))
+        )
 
 
 class BundlePredictor:
@@ -72,14 +74,18 @@ class BundlePredictor:
             self.max_length: int = int(config["max_length"])
             model_file = config.get("model_file", "model.onnx")
         except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"{self.bundle_dir / CONFIG} lacks a valid {exc}: re-run `dvc repro export_onnx`") from exc
+            raise BundleError(
+                f"{self.bundle_dir / CONFIG} lacks a valid {exc}: re-run `dvc repro export_onnx`"
+            ) from exc
         self.variant: str = str(config.get("variant", "unknown"))
         self.version: str = str(self.manifest["version"])
         self.positive = self.labels.index("acceptable") if "acceptable" in self.labels else len(self.labels) - 1
         self.threshold = config.get("decision_threshold", 0.5)
         if len(self.labels) != 2 or not isinstance(self.threshold, int | float) or not 0 < self.threshold < 1:
-            raise BundleError(f"{self.bundle_dir / CONFIG}: needs two labels and a decision_threshold in (0, 1), "
-                              f"has {self.labels} and {self.threshold!r}: re-run `dvc repro export_onnx`")
+            raise BundleError(
+                f"{self.bundle_dir / CONFIG}: needs two labels and a decision_threshold in (0, 1), "
+                f"has {self.labels} and {self.threshold!r}: re-run `dvc repro export_onnx`"
+            )
         self._load_tokenizer(self.bundle_dir / "tokenizer.json")
         self._load_session(self.bundle_dir / model_file, threads, config)
 
@@ -103,14 +109,18 @@ class BundlePredictor:
         # saves ~25 ms of start. Another onnxruntime version re-optimises (its fusions may differ).
         level = config.get("graph_optimization_level", "all")
         if level not in GRAPH_LEVELS:
-            raise BundleError(f"{self.bundle_dir / CONFIG}: graph_optimization_level {level!r} is not one of {list(GRAPH_LEVELS)}")
+            raise BundleError(
+                f"{self.bundle_dir / CONFIG}: graph_optimization_level {level!r} is not one of {list(GRAPH_LEVELS)}"
+            )
         if config.get("optimized_by_onnxruntime", ort.__version__) != ort.__version__:
             level = "all"
         options.graph_optimization_level = GRAPH_LEVELS[level]
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types for unreadable models
-            raise BundleError(f"{path} could not be loaded by ONNX Runtime ({exc}): re-run `dvc repro export_onnx`") from exc
+            raise BundleError(
+                f"{path} could not be loaded by ONNX Runtime ({exc}): re-run `dvc repro export_onnx`"
+            ) from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
         if not set(self.input_names) <= {"input_ids", "attention_mask", "token_type_ids"}:
             raise BundleError(

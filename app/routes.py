@@ -36,7 +36,9 @@ class ErrorResponse(BaseModel):
     request_id: str | None = None
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 503, 504)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 503, 504)
+}
 
 
 async def get_service(request: Request) -> PredictionService:  # async: FastAPI runs a plain def in a thread pool
@@ -65,11 +67,15 @@ def build_router(settings: Settings) -> APIRouter:
         texts = parse_body(await request.body(), request.headers.get("content-type"), settings)
         return await _answer(service, request, texts)
 
-    @router.get("/predict", response_model=PredictResponse, responses=ERRORS, summary="Classify one sentence (query string)")
+    @router.get(
+        "/predict", response_model=PredictResponse, responses=ERRORS, summary="Classify one sentence (query string)"
+    )
     async def predict_get(
         request: Request,
         service: Service,
-        text: str = Query(..., min_length=1, max_length=settings.max_chars, pattern=SENTENCE_PATTERN, description="The sentence"),
+        text: str = Query(
+            ..., min_length=1, max_length=settings.max_chars, pattern=SENTENCE_PATTERN, description="The sentence"
+        ),
     ):
         """Kept for users of the original project: `GET /predict?text=...`."""
         return await _answer(service, request, check_sentences([text], settings))

@@ -29,7 +29,13 @@ class Refused(Exception):
 
     def __init__(self, status: int, code: str, reason: str, message: str, retry_after_s: int | None = None):
         super().__init__(message)
-        self.status, self.code, self.reason, self.message, self.retry_after_s = status, code, reason, message, retry_after_s
+        self.status, self.code, self.reason, self.message, self.retry_after_s = (
+            status,
+            code,
+            reason,
+            message,
+            retry_after_s,
+        )
 
 
 class ClientGone(Exception):
@@ -47,7 +53,11 @@ class PredictionService:
         self.predictor, self.settings = predictor, settings
         self.metrics = Metrics(predictor.version, predictor.variant)
         self.batcher = MicroBatcher(
-            predictor.infer, settings.max_batch, settings.max_queued_tokens, settings.queue_budget_ms / 1000, self._observe_batch
+            predictor.infer,
+            settings.max_batch,
+            settings.max_queued_tokens,
+            settings.queue_budget_ms / 1000,
+            self._observe_batch,
         )
         self.draining = False
         self.drain_started = float("inf")
@@ -86,18 +96,37 @@ class PredictionService:
         latency_ms = (time.perf_counter() - start) * 1000
         labels = self.predictor.labels
         predictions = []
-        rows = zip(texts, probs.tolist(), self.predictor.decide(probs).tolist(), encoded.tokens, encoded.unk_rates, strict=True)
+        rows = zip(
+            texts, probs.tolist(), self.predictor.decide(probs).tolist(), encoded.tokens, encoded.unk_rates, strict=True
+        )
         for text, row, winner, tokens, unk_rate in rows:
-            predictions.append({"label": labels[winner], "confidence": row[winner], "probabilities": dict(zip(labels, row, strict=True))})
+            predictions.append(
+                {
+                    "label": labels[winner],
+                    "confidence": row[winner],
+                    "probabilities": dict(zip(labels, row, strict=True)),
+                }
+            )
             self._record(request.state.request_id, text, row, winner, tokens, unk_rate, latency_ms)
         if self.settings.on_lambda:
-            print_emf(emf_records(self.predictor.version, latency_ms, [p["label"] for p in predictions], [p["confidence"] for p in predictions]))
+            print_emf(
+                emf_records(
+                    self.predictor.version,
+                    latency_ms,
+                    [p["label"] for p in predictions],
+                    [p["confidence"] for p in predictions],
+                )
+            )
         return {"model_version": self.predictor.version, "predictions": predictions}
 
     async def _compute(self, request: Request, encoded: Encoded, deadline: float) -> np.ndarray:
         """Admit, queue and wait for the model; work given up on is dropped before it is computed."""
-        if getattr(request.state, "received_at", float("inf")) >= self.drain_started:  # only work received after SIGTERM
-            raise Refused(503, "draining", "draining", "the server is shutting down: retry, another instance will answer", 1)
+        if (
+            getattr(request.state, "received_at", float("inf")) >= self.drain_started
+        ):  # only work received after SIGTERM
+            raise Refused(
+                503, "draining", "draining", "the server is shutting down: retry, another instance will answer", 1
+            )
         try:
             job = self.batcher.submit(encoded)
         except Overloaded as exc:
@@ -105,7 +134,9 @@ class PredictionService:
         self.metrics.queued_tokens.set(self.batcher.queued_tokens)
         watcher = asyncio.ensure_future(_client_gone(request.receive))
         try:
-            done, _ = await asyncio.wait((job.future, watcher), timeout=deadline - time.perf_counter(), return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                (job.future, watcher), timeout=deadline - time.perf_counter(), return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             watcher.cancel()
         if job.future in done:
@@ -114,14 +145,22 @@ class PredictionService:
         self.metrics.queued_tokens.set(self.batcher.queued_tokens)
         if watcher in done:
             raise ClientGone
-        raise Refused(504, "deadline_exceeded", "deadline", "no answer within the deadline: retry later or send fewer sentences")
+        raise Refused(
+            504, "deadline_exceeded", "deadline", "no answer within the deadline: retry later or send fewer sentences"
+        )
 
     def _deadline_ms(self, request: Request) -> float:
         """COLA_DEADLINE_MS, or less on Lambda: answer 504 ourselves before the function times out."""
         remaining = getattr(request.scope.get("aws.context"), "get_remaining_time_in_millis", None)
-        return self.settings.deadline_ms if remaining is None else min(self.settings.deadline_ms, remaining() - LAMBDA_MARGIN_MS)
+        return (
+            self.settings.deadline_ms
+            if remaining is None
+            else min(self.settings.deadline_ms, remaining() - LAMBDA_MARGIN_MS)
+        )
 
-    def _record(self, request_id: str, text: str, row: list[float], winner: int, tokens: int, unk_rate: float, latency_ms: float) -> None:
+    def _record(
+        self, request_id: str, text: str, row: list[float], winner: int, tokens: int, unk_rate: float, latency_ms: float
+    ) -> None:
         """Metrics and the log line of one prediction (field names: docs/serving.md, read by stages/monitor.py)."""
         label, confidence = self.predictor.labels[winner], row[winner]
         self.metrics.observe_prediction(label, confidence, len(text), tokens, unk_rate)

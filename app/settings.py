@@ -30,7 +30,9 @@ class Settings:
     max_chars: int = 1000  # per sentence (CoLA's longest is under 250)
     max_body_bytes: int = 256 * 1024
     max_batch: int = 64  # micro-batching: most sentences merged into one model call
-    max_batch_tokens: int = MAX_BATCH_TOKENS  # padded tokens per ONNX Runtime call; rows are grouped by length (predictor.infer)
+    max_batch_tokens: int = (
+        MAX_BATCH_TOKENS  # padded tokens per ONNX Runtime call; rows are grouped by length (predictor.infer)
+    )
     max_queued_tokens: int = 16384  # admitted work not yet started; beyond it: 503 queue_full (bounds memory)
     queue_budget_ms: int = 500  # estimated time to answer above which a request is refused: 503 queue_budget
     deadline_ms: int = 5000  # per request: 504 when passed; work not started by then is dropped

@@ -79,10 +79,16 @@ class Metrics:
             "cola_request_latency_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.inference_latency = Histogram(
-            "cola_inference_latency_seconds", "One ONNX Runtime call incl. tokenization", buckets=LATENCY_BUCKETS, registry=r
+            "cola_inference_latency_seconds",
+            "One ONNX Runtime call incl. tokenization",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
-            "cola_inference_batch_size", "Sentences per ONNX Runtime call", buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r
+            "cola_inference_batch_size",
+            "Sentences per ONNX Runtime call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
         )
         self.predictions = Counter("cola_predictions_total", "Predictions by label", ["label"], registry=r)
         self.confidence = Histogram(
@@ -92,7 +98,10 @@ class Metrics:
             registry=r,
         )
         self.input_chars = Histogram(
-            "cola_input_chars", "Characters per sentence", buckets=(10, 20, 40, 60, 80, 100, 150, 200, 300, 500, 1000), registry=r
+            "cola_input_chars",
+            "Characters per sentence",
+            buckets=(10, 20, 40, 60, 80, 100, 150, 200, 300, 500, 1000),
+            registry=r,
         )
         self.input_tokens = Histogram(
             "cola_input_tokens",
@@ -101,7 +110,10 @@ class Metrics:
             registry=r,
         )
         self.unk_rate = Histogram(
-            "cola_unk_rate", "Share of unknown tokens per sentence", buckets=(0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0), registry=r
+            "cola_unk_rate",
+            "Share of unknown tokens per sentence",
+            buckets=(0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+            registry=r,
         )
         self.rejected = Counter(
             "cola_rejected_total",
@@ -112,14 +124,18 @@ class Metrics:
         for reason in REJECT_REASONS:  # present from the start, so rate() and alerts see a 0
             self.rejected.labels(reason=reason)
         self.queue_wait = Histogram(
-            "cola_queue_wait_seconds", "From admission to the start of the model call", buckets=LATENCY_BUCKETS, registry=r
+            "cola_queue_wait_seconds",
+            "From admission to the start of the model call",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.queued_tokens = Gauge("cola_queued_tokens", "Tokens of admitted work not yet started", registry=r)
-        self.in_flight = Gauge("cola_requests_in_flight", "Prediction requests admitted or waiting for admission", registry=r)
+        self.in_flight = Gauge(
+            "cola_requests_in_flight", "Prediction requests admitted or waiting for admission", registry=r
+        )
         self.draining = Gauge("cola_draining", "1 after SIGTERM, while in-flight requests finish", registry=r)
         info = Gauge("cola_model_info", "The served bundle", ["version", "variant"], registry=r)
         info.labels(version=version, variant=variant).set(1)
-
 
     def observe_prediction(self, label: str, confidence: float, chars: int, tokens: int, unk_rate: float) -> None:
         self.predictions.labels(label=label).inc()
@@ -157,7 +173,13 @@ def emf_records(model_version: str, latency_ms: float, labels: list[str], confid
         )
     ]
     for label in sorted(set(labels)):
-        records.append(record(["ModelVersion", "Label"], [("Predictions", "Count")], {"Label": label, "Predictions": labels.count(label)}))
+        records.append(
+            record(
+                ["ModelVersion", "Label"],
+                [("Predictions", "Count")],
+                {"Label": label, "Predictions": labels.count(label)},
+            )
+        )
     return records
 
 

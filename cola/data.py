@@ -44,11 +44,11 @@ class RawData:
 def read_tsv(path: Path) -> pd.DataFrame:
     """Read one GLUE-layout TSV (header line, tab-separated, no quoting) as strings; validation comes later."""
     if not path.is_file():
-        raise DataValidationError(f"{path}: file not found (expected a tab-separated file with columns "
-                                  f"{', '.join(COLUMNS)})")
+        raise DataValidationError(
+            f"{path}: file not found (expected a tab-separated file with columns {', '.join(COLUMNS)})"
+        )
     try:
-        return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False,
-                           encoding="utf-8")
+        return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False, encoding="utf-8")
     except (UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise DataValidationError(f"{path}: cannot be read as UTF-8 tab-separated text: {exc}") from exc
 
@@ -64,8 +64,9 @@ def fetch_local(directory: Path, out_dir: Path) -> None:
     """Copy the GLUE-layout TSVs byte for byte: the bytes DVC versions are the bytes of the source."""
     for name in SPLIT_FILES.values():
         if not (directory / name).is_file():
-            raise DataValidationError(f"{directory / name}: file not found; data.local_dir must hold "
-                                      f"{' and '.join(SPLIT_FILES.values())}")
+            raise DataValidationError(
+                f"{directory / name}: file not found; data.local_dir must hold {' and '.join(SPLIT_FILES.values())}"
+            )
         shutil.copyfile(directory / name, out_dir / name)
 
 
@@ -85,8 +86,10 @@ def fetch_hub(name: str, config: str, revision: str, out_dir: Path) -> None:  # 
         frame = dataset[hub_split].to_pandas()[list(COLUMNS)]
         bad = frame.index[frame["sentence"].str.contains(r"[\t\r\n]")]
         if len(bad):
-            raise DataValidationError(f"hub:{name}/{config}@{revision}:{hub_split} rows {list(bad[:3])}: "
-                                      f"a sentence contains a tab or line break, which the TSV layout cannot hold")
+            raise DataValidationError(
+                f"hub:{name}/{config}@{revision}:{hub_split} rows {list(bad[:3])}: "
+                f"a sentence contains a tab or line break, which the TSV layout cannot hold"
+            )
         frame.to_csv(out_dir / SPLIT_FILES[split], sep="\t", index=False, quoting=csv.QUOTE_NONE)
 
 
@@ -202,9 +205,12 @@ def make_splits(raw: RawData, data_params: dict, seed: int) -> tuple[dict[str, p
 
 def _describe(values: np.ndarray) -> dict:
     return {
-        "mean": float(values.mean()), "std": float(values.std()),
-        "p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
-        "p99": float(np.percentile(values, 99)), "max": float(values.max()),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "p50": float(np.percentile(values, 50)),
+        "p95": float(np.percentile(values, 95)),
+        "p99": float(np.percentile(values, 99)),
+        "max": float(values.max()),
         "values": values.tolist(),
     }
 
@@ -213,10 +219,12 @@ def reference_stats(train: pd.DataFrame, test: pd.DataFrame, tokenizer, tokenize
     """What the training data looks like, so live traffic can be compared with it (monitor stage)."""
     encoded = tokenizer(list(train["sentence"]), truncation=False, return_special_tokens_mask=True)
     token_length = np.array([len(ids) for ids in encoded["input_ids"]])
-    unk_rate = np.array([
-        ids.count(tokenizer.unk_token_id) / max(len(mask) - sum(mask), 1)
-        for ids, mask in zip(encoded["input_ids"], encoded["special_tokens_mask"], strict=True)
-    ])
+    unk_rate = np.array(
+        [
+            ids.count(tokenizer.unk_token_id) / max(len(mask) - sum(mask), 1)
+            for ids, mask in zip(encoded["input_ids"], encoded["special_tokens_mask"], strict=True)
+        ]
+    )
     words = Counter(w for s in train["sentence"] for w in s.split())
     test_words = [w for s in test["sentence"] for w in s.split()]
     balance = train["label"].value_counts(normalize=True)

@@ -57,8 +57,7 @@ def histogram(reference: np.ndarray, live: np.ndarray, bins: int = 20) -> dict:
     edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
     ref, _ = np.histogram(reference, edges)
     cur, _ = np.histogram(live, edges)
-    return {"edges": edges.tolist(), "reference": (ref / len(reference)).tolist(),
-            "live": (cur / len(live)).tolist()}
+    return {"edges": edges.tolist(), "reference": (ref / len(reference)).tolist(), "live": (cur / len(live)).tolist()}
 
 
 @dataclass
@@ -76,10 +75,17 @@ def distribution_checks(feature: str, reference: np.ndarray, live: np.ndarray, t
     """PSI and KS for one numeric feature: (figures for metrics.json, checks)."""
     psi_value = psi(reference, live, bins)
     d, p_value = ks(reference, live)
-    figures = {"psi": psi_value, "ks": d, "ks_p_value": p_value,
-               "reference_mean": float(reference.mean()), "live_mean": float(live.mean())}
-    return figures, [Check(feature, "psi", psi_value, thresholds.psi, psi_value > thresholds.psi),
-                     Check(feature, "ks", d, thresholds.ks, d > thresholds.ks)]
+    figures = {
+        "psi": psi_value,
+        "ks": d,
+        "ks_p_value": p_value,
+        "reference_mean": float(reference.mean()),
+        "live_mean": float(live.mean()),
+    }
+    return figures, [
+        Check(feature, "psi", psi_value, thresholds.psi, psi_value > thresholds.psi),
+        Check(feature, "ks", d, thresholds.ks, d > thresholds.ks),
+    ]
 
 
 def label_checks(reference_labels: np.ndarray, live_labels: np.ndarray, thresholds):
@@ -88,8 +94,13 @@ def label_checks(reference_labels: np.ndarray, live_labels: np.ndarray, threshol
     live_counts = np.bincount(live_labels, minlength=2)[:2]
     chi2, p_value = label_chi_square(ref_counts, live_counts)
     shift = float(live_labels.mean() - reference_labels.mean())
-    figures = {"chi2": chi2, "p_value": p_value, "reference_acceptable": float(reference_labels.mean()),
-               "live_acceptable": float(live_labels.mean()), "shift": shift}
+    figures = {
+        "chi2": chi2,
+        "p_value": p_value,
+        "reference_acceptable": float(reference_labels.mean()),
+        "live_acceptable": float(live_labels.mean()),
+        "shift": shift,
+    }
     alert = p_value < thresholds.label_p_value and abs(shift) > thresholds.label_shift
     return figures, [Check("predicted_label", "acceptable_share_shift", shift, thresholds.label_shift, alert)]
 

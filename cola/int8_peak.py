@@ -37,8 +37,10 @@ def served_int8_ops(model_path: str | Path) -> dict[str, int]:
         ops = Counter(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)
     found = {op: ops[op] for op in INT8_MATMUL_OPS if ops[op]}
     if not found:
-        raise ValueError(f"{model_path} runs none of {INT8_MATMUL_OPS} after ONNX Runtime's optimisation: "
-                         f"it is not an int8 model, so it has no int8 peak to compare with")
+        raise ValueError(
+            f"{model_path} runs none of {INT8_MATMUL_OPS} after ONNX Runtime's optimisation: "
+            f"it is not an int8 model, so it has no int8 peak to compare with"
+        )
     return found
 
 
@@ -51,8 +53,13 @@ def matmul_model(op: str, k: int, n: int) -> onnx.ModelProto:
     bias = numpy_helper.from_array(np.zeros(n, np.float32), "bias")
     if op == "MatMulIntegerToFloat":  # uint8 activations quantised beforehand (static scale or a shared quantiser)
         a_type = TensorProto.UINT8
-        initializers = [weight, numpy_helper.from_array(np.float32(0.05), "a_scale"), b_scale,
-                        numpy_helper.from_array(np.uint8(128), "a_zero_point"), bias]
+        initializers = [
+            weight,
+            numpy_helper.from_array(np.float32(0.05), "a_scale"),
+            b_scale,
+            numpy_helper.from_array(np.uint8(128), "a_zero_point"),
+            bias,
+        ]
         inputs = ["A", "B", "a_scale", "b_scale", "a_zero_point", "", "bias"]
     elif op == "DynamicQuantizeMatMul":  # fp32 activations, quantised inside the op on every call
         a_type = TensorProto.FLOAT
@@ -62,19 +69,30 @@ def matmul_model(op: str, k: int, n: int) -> onnx.ModelProto:
         raise ValueError(f"no microbenchmark for {op!r}: choose from {INT8_MATMUL_OPS}")
     node = helper.make_node(op, inputs, ["Y"], domain="com.microsoft")
     graph = helper.make_graph(
-        [node], op, [helper.make_tensor_value_info("A", a_type, ["M", k])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["M", n])], initializers,
+        [node],
+        op,
+        [helper.make_tensor_value_info("A", a_type, ["M", k])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["M", n])],
+        initializers,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
 
 
 def time_matmul(op: str, m: int, k: int, n: int, seconds: float, threads: int = 1) -> float:
     """Median seconds per call of `op` on [m, k] activations, after a warm-up."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(matmul_model(op, k, n).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        matmul_model(op, k, n).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     rng = np.random.default_rng(1)
-    a = rng.integers(0, 256, (m, k), dtype=np.uint8) if op == "MatMulIntegerToFloat" else rng.standard_normal((m, k), dtype=np.float32)
+    a = (
+        rng.integers(0, 256, (m, k), dtype=np.uint8)
+        if op == "MatMulIntegerToFloat"
+        else rng.standard_normal((m, k), dtype=np.float32)
+    )
     for _ in range(10):
         session.run(None, {"A": a})
     times, started = [], time.perf_counter()
@@ -85,8 +103,16 @@ def time_matmul(op: str, m: int, k: int, n: int, seconds: float, threads: int = 
     return float(np.median(times))
 
 
-def int8_peak(model_path: str | Path, hidden: int, ffn: int, layers: int, mean_tokens: float,
-              batch_sizes: list[int], seconds: float, threads: int = 1) -> dict:
+def int8_peak(
+    model_path: str | Path,
+    hidden: int,
+    ffn: int,
+    layers: int,
+    mean_tokens: float,
+    batch_sizes: list[int],
+    seconds: float,
+    threads: int = 1,
+) -> dict:
     """Per batch size: the int8 GOPS of each served op at the model's shapes and the sentences/s that the
     fastest of them implies (the peak), for sentences of `mean_tokens` tokens. `int8_macs_per_sentence`
     counts the weight matmuls of the encoder (4 hidden x hidden + 2 hidden x ffn per token and layer);
@@ -112,6 +138,11 @@ def int8_peak(model_path: str | Path, hidden: int, ffn: int, layers: int, mean_t
                 "sentences_per_s": bs / (layers * layer_s),
             }
         best = max(per_op, key=lambda op: per_op[op]["sentences_per_s"])
-        out[f"bs{bs}"] = {"m_rows": m, "peak_op": best, "peak_sentences_per_s": per_op[best]["sentences_per_s"],
-                          "int8_gops": per_op[best]["gops"], "ops": per_op}
+        out[f"bs{bs}"] = {
+            "m_rows": m,
+            "peak_op": best,
+            "peak_sentences_per_s": per_op[best]["sentences_per_s"],
+            "int8_gops": per_op[best]["gops"],
+            "ops": per_op,
+        }
     return out

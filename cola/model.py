@@ -91,8 +91,9 @@ class MeanPoolingClassifier(nn.Module):
         return next(self.parameters()).device
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None) -> SequenceClassifierOutput:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         logits = self.classifier(self.dropout(pooled))
@@ -120,8 +121,11 @@ def load_classifier(path: str, pooling: str | None = None, **kwargs):
     pooling = pooling or getattr(AutoConfig.from_pretrained(path), "pooling", "cls")
     if pooling not in POOLINGS:
         raise ValueError(f"model.pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
-    labels = {"num_labels": len(LABELS), "id2label": dict(enumerate(LABELS)),
-              "label2id": {label: i for i, label in enumerate(LABELS)}}
+    labels = {
+        "num_labels": len(LABELS),
+        "id2label": dict(enumerate(LABELS)),
+        "label2id": {label: i for i, label in enumerate(LABELS)},
+    }
     if pooling == "mean":
         return MeanPoolingClassifier.from_pretrained(path, **labels, **kwargs)
     return AutoModelForSequenceClassification.from_pretrained(path, **labels, **kwargs)
@@ -143,8 +147,10 @@ def layerwise_lr_groups(model: nn.Module, lr: float, decay: float, weight_decay:
     for name, param in model.named_parameters():
         no_decay = name.endswith(("bias", "LayerNorm.weight"))
         groups.setdefault((depth(name), no_decay), []).append(param)
-    return [{"params": params, "lr": lr * decay ** (num_layers + 1 - d), "weight_decay": 0.0 if nd else weight_decay}
-            for (d, nd), params in sorted(groups.items())]
+    return [
+        {"params": params, "lr": lr * decay ** (num_layers + 1 - d), "weight_decay": 0.0 if nd else weight_decay}
+        for (d, nd), params in sorted(groups.items())
+    ]
 
 
 def _metrics(prefix: str) -> MetricCollection:
@@ -161,8 +167,16 @@ def _metrics(prefix: str) -> MetricCollection:
 
 
 class AcceptabilityClassifier(L.LightningModule):
-    def __init__(self, pretrained: str, lr: float, weight_decay: float, warmup_ratio: float,
-                 pooling: str = "cls", layer_lr_decay: float = 1.0, label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        pretrained: str,
+        lr: float,
+        weight_decay: float,
+        warmup_ratio: float,
+        pooling: str = "cls",
+        layer_lr_decay: float = 1.0,
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.model = load_classifier(pretrained, pooling)
@@ -184,8 +198,9 @@ class AcceptabilityClassifier(L.LightningModule):
         preds = logits.argmax(dim=-1)
         metrics.update(preds, labels)
         # sync_dist: under DDP the epoch loss is averaged over ranks (torchmetrics syncs the metrics itself).
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(preds),
-                 sync_dist=True)
+        self.log(
+            f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(preds), sync_dist=True
+        )
         return loss
 
     def training_step(self, batch, batch_idx):

@@ -23,8 +23,12 @@ from app.predictor import GRAPH_LEVELS
 
 INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 VARIANTS = ("fp32", "optimized", "int8", "int8_static")
-VARIANT_FILES = {"fp32": "model.fp32.onnx", "optimized": "model.optimized.onnx", "int8": "model.int8.onnx",
-                 "int8_static": "model.int8_static.onnx"}
+VARIANT_FILES = {
+    "fp32": "model.fp32.onnx",
+    "optimized": "model.optimized.onnx",
+    "int8": "model.int8.onnx",
+    "int8_static": "model.int8_static.onnx",
+}
 
 
 class ExportError(RuntimeError):
@@ -141,8 +145,9 @@ class CalibrationReader:
         self._next = iter(self._batches)
 
 
-def quantize_static_int8(src_path: str | Path, path: str | Path, reader: CalibrationReader,
-                         per_channel: bool = True) -> Path:
+def quantize_static_int8(
+    src_path: str | Path, path: str | Path, reader: CalibrationReader, per_channel: bool = True
+) -> Path:
     """Static int8 (QDQ) of the weight MatMuls: activation scales fixed at export from calibration batches,
     so a sentence's prediction does not depend on what it is batched with (dynamic int8's does).
     uint8 activations x int8 weights: the U8S8 VNNI path (see quantize_int8). Only MatMuls with a constant
@@ -174,8 +179,14 @@ def quantize_static_int8(src_path: str | Path, path: str | Path, reader: Calibra
     return Path(path)
 
 
-def export_variants(model_dir: str | Path, out_dir: str | Path, opset: int, per_channel: bool = True,
-                    quantize_from: str = "fp32", calibration: CalibrationReader | None = None) -> dict[str, Path]:
+def export_variants(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    opset: int,
+    per_channel: bool = True,
+    quantize_from: str = "fp32",
+    calibration: CalibrationReader | None = None,
+) -> dict[str, Path]:
     """fp32 export → optimised fp32; int8 quantised from the `quantize_from` graph; int8_static (QDQ) from
     the fp32 graph, only when `calibration` batches are given. Returns variant → path.
 
@@ -202,8 +213,10 @@ def preoptimize(src_path: str | Path, path: str | Path, level: str) -> Path:
     layout transforms (NCHWc) specific to this CPU; "extended" and below write only CPU-EP fusions. Then
     fold the bias Adds that ORT leaves after the MatMulIntegerToFloat ops of a QDQ graph (see fold_int8_bias)."""
     if level not in ("basic", "extended"):
-        raise ExportError(f"export.preoptimize={level!r} in params.yaml: choose basic or extended (portable levels), "
-                          f"or null to ship the variant as exported")
+        raise ExportError(
+            f"export.preoptimize={level!r} in params.yaml: choose basic or extended (portable levels), "
+            f"or null to ship the variant as exported"
+        )
     options = ort.SessionOptions()
     options.graph_optimization_level = GRAPH_LEVELS[level]
     options.optimized_model_filepath = str(path)
@@ -344,16 +357,21 @@ def compare_variants(
     return report, logits
 
 
-def variant_logits(model_dir: str | Path, path: str | Path, sentences: Sequence[str], max_length: int,
-                   batch_size: int) -> np.ndarray:
+def variant_logits(
+    model_dir: str | Path, path: str | Path, sentences: Sequence[str], max_length: int, batch_size: int
+) -> np.ndarray:
     """One ONNX variant's logits on the batches compare_variants builds (training tokenizer, dynamic padding)."""
     import pandas as pd
 
     from cola.model import load_tokenizer, make_loader
 
-    loader = make_loader(pd.DataFrame({"sentence": list(sentences)}), load_tokenizer(str(model_dir)), max_length, batch_size)
+    loader = make_loader(
+        pd.DataFrame({"sentence": list(sentences)}), load_tokenizer(str(model_dir)), max_length, batch_size
+    )
     session = make_session(path)
-    return np.concatenate([ort_logits(session, {k: v.numpy().astype(np.int64) for k, v in batch.items()}) for batch in loader])
+    return np.concatenate(
+        [ort_logits(session, {k: v.numpy().astype(np.int64) for k, v in batch.items()}) for batch in loader]
+    )
 
 
 def check_parity(report: dict[str, dict], tolerance: float, variant: str = "fp32") -> None:

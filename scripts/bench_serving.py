@@ -67,6 +67,7 @@ end
 
 ORIGINAL_MODEL = ROOT / "artifacts" / "onnx" / "model.fp32.onnx"  # written by the export_onnx stage
 
+
 def original_app(bundle: Path, model: Path = ORIGINAL_MODEL):
     """The original project's serving approach: fp32, pad to 128, blocking handler (torch is not needed for it)."""
     import numpy as np
@@ -86,7 +87,12 @@ def original_app(bundle: Path, model: Path = ORIGINAL_MODEL):
     @app.get("/predict")
     async def predict(text: str):  # blocking work inside async: one request at a time, loop stalled
         encoded = tokenizer(
-            [text], padding="max_length", max_length=128, truncation=True, return_token_type_ids=True, return_tensors="np"
+            [text],
+            padding="max_length",
+            max_length=128,
+            truncation=True,
+            return_token_type_ids=True,
+            return_tensors="np",
         )
         logits = session.run(None, {n: encoded[n].astype(np.int64) for n in names})[0]
         probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
@@ -370,7 +376,10 @@ def section_overload_b(args, env: dict, with_gets: int = 0) -> dict:
             "server_side_latency_by_status": server.server_latency(),  # both kinds of request together
         }  # fmt: skip
         if with_gets:
-            result["short_get"] = {"clients": with_gets, **loadgen.summarize_records([r for r in records if r.kind == "short_get"])}
+            result["short_get"] = {
+                "clients": with_gets,
+                **loadgen.summarize_records([r for r in records if r.kind == "short_get"]),
+            }
     return result
 
 
@@ -467,7 +476,9 @@ def goal_checks(results: dict, budget_ms: float) -> list[dict]:
         res = results.get(name)
         if not res:
             continue
-        parts = [("", res)] if name == "overload_a" else [(f" {k}", res[k]) for k in ("long_post", "short_get") if k in res]
+        parts = (
+            [("", res)] if name == "overload_a" else [(f" {k}", res[k]) for k in ("long_post", "short_get") if k in res]
+        )
         for label, part in parts:
             st = part["status"]
             checks.append(check(f"{name}{label}: no 5xx other than 503/504", st["other_5xx"] == 0,
@@ -527,7 +538,9 @@ def print_report(results: dict) -> None:
     c32 = results.get("c32")
     if c32:
         key = next(k for k in c32["app"] if k.startswith("concurrency_") and k != "concurrency_1")
-        out.append(f"\n[c32] {'':22}{'ready s':>8}{'RSS MB':>8}{'c1 p50':>8}{'c1 p99':>8}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}")
+        out.append(
+            f"\n[c32] {'':22}{'ready s':>8}{'RSS MB':>8}{'c1 p50':>8}{'c1 p99':>8}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}"
+        )
         for kind in ("app", "original"):
             if kind in c32:
                 r, one, many = c32[kind], c32[kind]["concurrency_1"], c32[kind][key]
@@ -538,7 +551,9 @@ def print_report(results: dict) -> None:
             out.append(f"      app / original req/s: {c32['ratio_req_per_s']}x")
     var = results.get("variants")
     if var:
-        out.append(f"\n[variants] c={next(iter(var.values()))['concurrency']}{'':9}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}{'RSS MB':>8}")
+        out.append(
+            f"\n[variants] c={next(iter(var.values()))['concurrency']}{'':9}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}{'RSS MB':>8}"
+        )
         for name, r in var.items():
             out.append(f"      {name:22}{fmt(r['req_per_s']):>8}{fmt(r['p50_ms']):>8}{fmt(r['p99_ms']):>8}"
                        f"{r['socket_errors'] + r['non_2xx']:>8}{fmt(r['rss_peak_mb']):>8}")  # fmt: skip
@@ -565,8 +580,10 @@ def print_report(results: dict) -> None:
                    "logged them; 1 batch = one request of that kind alone on the idle server (ms)")  # fmt: skip
     sig = results.get("sigterm")
     if sig:
-        out.append(f"\n[sigterm] {sig['clients']} clients; sent before SIGTERM {sig['sent_before_sigterm']}, in flight at "
-                   f"SIGTERM {sig['in_flight_at_sigterm']} -> {sig['in_flight_outcomes']}; lost {sig['lost']}")
+        out.append(
+            f"\n[sigterm] {sig['clients']} clients; sent before SIGTERM {sig['sent_before_sigterm']}, in flight at "
+            f"SIGTERM {sig['in_flight_at_sigterm']} -> {sig['in_flight_outcomes']}; lost {sig['lost']}"
+        )
         out.append(f"      after SIGTERM: {sig['after_sigterm']} requests -> {sig['after_sigterm_outcomes']}")
         out.append(f"      /ready after SIGTERM: {sig['ready_after_sigterm'][:3]}; exit code {sig['exit_code']}, "
                    f"drain {sig['drain_time_s']} s (COLA_DRAIN_SECONDS {sig['drain_seconds_setting']})")  # fmt: skip
@@ -581,7 +598,9 @@ def print_report(results: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=ROOT / "artifacts" / "bundle")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
+    )
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: short phases, 32 long-list requests from 16 clients, no mix")  # fmt: skip
     parser.add_argument("--duration", type=int, default=30, help="seconds of each concurrency-32 run")
@@ -594,7 +613,9 @@ def main() -> None:
     parser.add_argument("--long-clients", type=int, default=64)
     parser.add_argument("--long-requests", type=int, default=128)
     parser.add_argument("--long-sentences", type=int, default=64, help="sentences per long-list request")
-    parser.add_argument("--mix-gets", type=int, default=8, help="short-GET clients beside the long lists (overload_b_mix)")
+    parser.add_argument(
+        "--mix-gets", type=int, default=8, help="short-GET clients beside the long lists (overload_b_mix)"
+    )
     parser.add_argument("--no-mix", action="store_true", help="skip overload_b_mix")
     parser.add_argument("--request-timeout", type=float, default=600, help="client timeout of one request (s)")
     parser.add_argument("--sigterm-clients", type=int, default=32)
@@ -603,7 +624,9 @@ def main() -> None:
     parser.add_argument("--after-sigterm", type=float, default=5, help="seconds of load after SIGTERM")
     parser.add_argument("--drain-wait", type=float, default=60, help="kill the server if it has not exited by then (s)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra environment of the app under test")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="extra environment of the app under test"
+    )
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     parser.add_argument("--serve-original", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)

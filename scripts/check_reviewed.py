@@ -66,8 +66,9 @@ def describe_status(status: dict) -> list[str]:
                 continue
             for kind, items in change.items():
                 if isinstance(items, dict):
-                    detail = ", ".join(f"{path} {state if isinstance(state, str) else 'modified'}"
-                                       for path, state in items.items())
+                    detail = ", ".join(
+                        f"{path} {state if isinstance(state, str) else 'modified'}" for path, state in items.items()
+                    )
                     parts.append(f"{kind}: {detail}")
                 else:
                     parts.append(f"{kind}: {items}")

@@ -73,12 +73,17 @@ def image_changes(sha: str) -> list[str]:
 
 def ci_succeeded_on(sha: str) -> bool:
     api = os.environ.get("GITHUB_API_URL", "https://api.github.com")
-    url = (f"{api}/repos/{os.environ['GITHUB_REPOSITORY']}/actions/workflows/{CI_WORKFLOW}/runs"
-           f"?head_sha={sha}&branch=main&event=push&status=success&per_page=1")
-    request = urllib.request.Request(url, headers={
-        "Authorization": f"Bearer {os.environ.get('GITHUB_TOKEN', '')}",
-        "Accept": "application/vnd.github+json",
-    })
+    url = (
+        f"{api}/repos/{os.environ['GITHUB_REPOSITORY']}/actions/workflows/{CI_WORKFLOW}/runs"
+        f"?head_sha={sha}&branch=main&event=push&status=success&per_page=1"
+    )
+    request = urllib.request.Request(
+        url,
+        headers={
+            "Authorization": f"Bearer {os.environ.get('GITHUB_TOKEN', '')}",
+            "Accept": "application/vnd.github+json",
+        },
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response).get("total_count", 0) > 0
 
@@ -97,12 +102,22 @@ def decide(env: dict) -> tuple[bool, str, str]:
         sha = env["CI_HEAD_SHA"]
         facts = (env.get("CI_CONCLUSION"), env.get("CI_EVENT"), env.get("CI_HEAD_BRANCH"), env.get("CI_HEAD_REPO"))
         if facts != ("success", "push", "main", env.get("GITHUB_REPOSITORY")):
-            return False, sha, ("not deploying: ci run was conclusion={} event={} branch={} repo={}; "
-                                "only a successful push to main of this repository deploys").format(*facts)
+            return (
+                False,
+                sha,
+                (
+                    "not deploying: ci run was conclusion={} event={} branch={} repo={}; "
+                    "only a successful push to main of this repository deploys"
+                ).format(*facts),
+            )
         hits = image_changes(sha)
         if not hits:
-            return False, sha, f"not deploying {sha}: nothing the image depends on changed ({', '.join(IMAGE_INPUTS)}, " \
-                f"{BUNDLE} in dvc.lock)"
+            return (
+                False,
+                sha,
+                f"not deploying {sha}: nothing the image depends on changed ({', '.join(IMAGE_INPUTS)}, "
+                f"{BUNDLE} in dvc.lock)",
+            )
         return True, sha, f"deploying {sha}: changed {', '.join(hits)}"
     raise Refused(f"deploy refused: unexpected event {event!r}")
 

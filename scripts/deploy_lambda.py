@@ -145,9 +145,7 @@ class Waits:
     poll: float = 5.0
 
 
-def wait_until_ready(
-    lam, name: str, waits: Waits, qualifier: str | None = None, allow_failed: bool = False
-) -> dict:
+def wait_until_ready(lam, name: str, waits: Waits, qualifier: str | None = None, allow_failed: bool = False) -> dict:
     """Poll until the function is neither Pending nor InProgress; a Failed state is an error unless
     `allow_failed` (the caller repairs it). Lambda rejects changes while an update is in progress."""
     kwargs = {"FunctionName": name, **({"Qualifier": qualifier} if qualifier else {})}
@@ -280,9 +278,7 @@ def get_alias(lam, name: str, alias: str) -> dict | None:
 def set_alias(lam, name: str, alias: str, version: str, canary: tuple[str, float] | None = None) -> str:
     """Point the alias at `version`, optionally sending a weight (0..1) of requests to a canary version."""
     routing = {"AdditionalVersionWeights": {canary[0]: canary[1]}} if canary else NO_ROUTING
-    return lam.update_alias(FunctionName=name, Name=alias, FunctionVersion=version, RoutingConfig=routing)[
-        "AliasArn"
-    ]
+    return lam.update_alias(FunctionName=name, Name=alias, FunctionVersion=version, RoutingConfig=routing)["AliasArn"]
 
 
 # --- API Gateway (HTTP API) ------------------------------------------------------------------------------
@@ -368,9 +364,7 @@ def ensure_http_api(apigw, lam, settings: ApiSettings, function: str, alias: str
     else:
         have = stage.get("DefaultRouteSettings", {})
         if any(have.get(k) != v for k, v in throttle.items()) or not stage.get("AutoDeploy"):
-            apigw.update_stage(
-                ApiId=api_id, StageName="$default", AutoDeploy=True, DefaultRouteSettings=throttle
-            )
+            apigw.update_stage(ApiId=api_id, StageName="$default", AutoDeploy=True, DefaultRouteSettings=throttle)
             log.info("stage $default throttling updated (burst %d, rate %s/s)", settings.burst, settings.rate)
 
     ensure_invoke_permission(lam, function, alias, alias_arn, api_id)
@@ -481,9 +475,7 @@ class InvokeProbe:
         def invoke(payload: bytes) -> bytes:
             response = lam.invoke(FunctionName=function, Qualifier=version, Payload=payload)
             if response.get("FunctionError"):
-                return json.dumps(
-                    {"statusCode": 0, "body": response["Payload"].read().decode(errors="replace")}
-                )
+                return json.dumps({"statusCode": 0, "body": response["Payload"].read().decode(errors="replace")})
             return response["Payload"].read()
 
         return InvokeProbe(invoke, f"{function}:{version}")
@@ -604,9 +596,7 @@ def watch_canary(cw, alarms: list[str], canary: Canary, probe, version: str) -> 
                 if status != 200:
                     log.warning("canary traffic %s %s: status %s", method, path, status)
         firing = [
-            a["AlarmName"]
-            for a in cw.describe_alarms(AlarmNames=alarms)["MetricAlarms"]
-            if a["StateValue"] == "ALARM"
+            a["AlarmName"] for a in cw.describe_alarms(AlarmNames=alarms)["MetricAlarms"] if a["StateValue"] == "ALARM"
         ]
         if firing:
             raise DeployError(
@@ -659,9 +649,7 @@ def deploy(args: argparse.Namespace, session: boto3.session.Session) -> str:
     current = get_alias(lam, args.function, args.alias)
     if current is None:
         # First deploy: nothing to protect or roll back to; the alias must exist before the API points at it.
-        alias_arn = lam.create_alias(FunctionName=args.function, Name=args.alias, FunctionVersion=version)[
-            "AliasArn"
-        ]
+        alias_arn = lam.create_alias(FunctionName=args.function, Name=args.alias, FunctionVersion=version)["AliasArn"]
         log.info("alias %s created -> version %s", args.alias, version)
         endpoint = ensure_http_api(apigw, lam, api, args.function, args.alias, alias_arn)
         smoke_test(probe_for(args.alias, endpoint), args.smoke_attempts, args.smoke_delay)
@@ -680,11 +668,7 @@ def deploy(args: argparse.Namespace, session: boto3.session.Session) -> str:
 
     # 2. The API is made right while `live` still serves the previous version: an error here moves no traffic.
     endpoint = ensure_http_api(apigw, lam, api, args.function, args.alias, current["AliasArn"])
-    alarms = (
-        ensure_canary_alarms(cw, args.function, args.alias, version, args.canary)
-        if args.canary.percent
-        else []
-    )
+    alarms = ensure_canary_alarms(cw, args.function, args.alias, version, args.canary) if args.canary.percent else []
 
     # 3. From the first alias change on, every failure (AWS error, alarm, smoke test, cancel) rolls back.
     try:
@@ -807,9 +791,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "during the canary (default 10; 0 = promote straight after the version smoke test)",
     )
     dep.add_argument("--canary-minutes", type=float, default=10.0, help="canary duration (default 10)")
-    dep.add_argument(
-        "--canary-poll", type=float, default=30.0, help="seconds between alarm checks (default 30)"
-    )
+    dep.add_argument("--canary-poll", type=float, default=30.0, help="seconds between alarm checks (default 30)")
     dep.add_argument(
         "--canary-max-errors",
         type=int,
@@ -822,9 +804,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=3000.0,
         help="alarm when the new version's p99 duration exceeds this (default 3000 ms)",
     )
-    dep.add_argument(
-        "--wait-timeout", type=float, default=600.0, help="max seconds to wait for function states"
-    )
+    dep.add_argument("--wait-timeout", type=float, default=600.0, help="max seconds to wait for function states")
     dep.add_argument("--poll-interval", type=float, default=5.0, help="seconds between function state checks")
     dep.add_argument(
         "--smoke-url",
@@ -843,9 +823,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.auth == "jwt" and not (args.jwt_issuer and args.jwt_audience):
             parser.error("--auth jwt needs --jwt-issuer and at least one --jwt-audience")
         if args.auth == "jwt" and not (args.smoke_bearer or args.smoke_url):
-            parser.error(
-                "--auth jwt needs a token for the smoke test: set DEPLOY_SMOKE_TOKEN (or --smoke-bearer)"
-            )
+            parser.error("--auth jwt needs a token for the smoke test: set DEPLOY_SMOKE_TOKEN (or --smoke-bearer)")
         args.canary = Canary(
             args.canary_percent,
             args.canary_minutes,
@@ -875,9 +853,7 @@ def main(argv: list[str] | None = None) -> int:
             print(ensure_repository(session.client("ecr"), args.repository, args.keep_images))
         elif args.command == "image-exists":
             try:
-                print(
-                    image_uri_by_digest(session.client("ecr"), args.repository, args.image_tag).split("@")[1]
-                )
+                print(image_uri_by_digest(session.client("ecr"), args.repository, args.image_tag).split("@")[1])
             except DeployError as exc:
                 log.info("%s", _one_line(exc))
                 return 3

@@ -338,7 +338,14 @@ class HttpClient:
         record = Record(start=time.monotonic(), kind=kind)
         try:
             await asyncio.wait_for(self._exchange(record, method, path, body, headers or {}), self.timeout_s)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, HttpError, ValueError) as exc:
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            TimeoutError,
+            HttpError,
+            ValueError,
+        ) as exc:
             record.error = error_code(exc)
             await self.close()
         record.done = time.monotonic()
@@ -484,12 +491,20 @@ def classify_sigterm(records: list[Record], sigterm_at: float) -> dict:
         "in_flight_200": sum(1 for r in in_flight if r.status == 200),
         "accepted_before_sigterm": sum(1 for r in before if r.status is not None),
         "lost": len(lost),
-        "lost_detail": [{"error": r.error, "sent_ms_before_sigterm": round((sigterm_at - r.sent) * 1000, 2),
-                         "fresh_connection": r.fresh_connection} for r in lost[:20]],  # fmt: skip
+        "lost_detail": [
+            {
+                "error": r.error,
+                "sent_ms_before_sigterm": round((sigterm_at - r.sent) * 1000, 2),
+                "fresh_connection": r.fresh_connection,
+            }
+            for r in lost[:20]
+        ],  # fmt: skip
         "after_sigterm": len(after),
         "after_sigterm_outcomes": after_kinds,
         "after_sigterm_200": sum(1 for r in after if r.status == 200),
-        "last_200_after_sigterm_s": round(max(answered) - sigterm_at, 3) if answered and max(answered) > sigterm_at else None,
+        "last_200_after_sigterm_s": round(max(answered) - sigterm_at, 3)
+        if answered and max(answered) > sigterm_at
+        else None,
     }
 
 
@@ -526,7 +541,7 @@ def long_sentence(rng: random.Random, target_chars: int = 900, max_chars: int = 
         length += len(word) + 1
     text = " ".join(words).rstrip(",") + "."
     text = text[0].upper() + text[1:]
-    return text[:max_chars - 1].rstrip(" ,") + "." if len(text) > max_chars else text
+    return text[: max_chars - 1].rstrip(" ,") + "." if len(text) > max_chars else text
 
 
 def long_list_body(rng: random.Random, sentences: int = 64, target_chars: int = 900) -> bytes:

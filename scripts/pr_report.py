@@ -52,9 +52,7 @@ class Dvc:
                 f"`{' '.join(command)}` failed:\n{result.stderr.strip()}\n"
                 "Run from the repository root with the base revision fetched (CI: actions/checkout with fetch-depth: 0)."
             )
-        self.warnings += [
-            line for line in result.stderr.splitlines() if line.startswith(("WARNING", "DVC failed"))
-        ]
+        self.warnings += [line for line in result.stderr.splitlines() if line.startswith(("WARNING", "DVC failed"))]
         return result.stdout
 
 
@@ -76,7 +74,13 @@ def key_rows(batch: int) -> list[tuple[str, str, str, str, str]]:
         ("Served MCC (export, test split)", EXPORT_METRICS, "served.mcc", "{:.4f}", "abs"),
         (f"Served p50 latency, batch {batch}", BENCHMARK_METRICS, f"{bs}.{bench.SERVED_P50}", "{:.2f} ms", "rel"),
         (f"Speedup vs PyTorch eager, batch {batch}", BENCHMARK_METRICS, f"{bs}.{speedup['pytorch']}", "{:.1f}×", "rel"),
-        (f"Speedup vs pad-to-128, batch {batch}", BENCHMARK_METRICS, f"{bs}.{speedup['ort_fp32_pad128']}", "{:.1f}×", "rel"),
+        (
+            f"Speedup vs pad-to-128, batch {batch}",
+            BENCHMARK_METRICS,
+            f"{bs}.{speedup['ort_fp32_pad128']}",
+            "{:.1f}×",
+            "rel",
+        ),
         ("Served model size", EXPORT_METRICS, "served.size_mb", "{:.1f} MB", "rel"),
         ("Served cold start", BENCHMARK_METRICS, f"{head}.{bench.SERVED_COLD_START}", "{:.2f} s", "rel"),
     ]

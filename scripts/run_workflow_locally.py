@@ -71,8 +71,16 @@ def evaluate(expression: str, context: dict, status: str = "success"):
         elif name in ("true", "false", "null"):
             out.append({"true": "True", "false": "False", "null": "None"}[name])
         elif name in ("success", "failure", "always", "cancelled"):
-            out.append(repr({"success": status == "success", "failure": status == "failure",
-                             "always": True, "cancelled": False}[name]))
+            out.append(
+                repr(
+                    {
+                        "success": status == "success",
+                        "failure": status == "failure",
+                        "always": True,
+                        "cancelled": False,
+                    }[name]
+                )
+            )
             # drop the call parentheses that follow
             following = TOKEN.match(expression, pos)
             if following and following.group(2) == "(":
@@ -123,7 +131,7 @@ def parse_env_file(path: Path) -> dict[str, str]:
         if "<<" in line and "=" not in line.split("<<")[0]:
             key, delim = line.split("<<", 1)
             end = lines.index(delim, i + 1)
-            found[key] = "\n".join(lines[i + 1:end])
+            found[key] = "\n".join(lines[i + 1 : end])
             i = end + 1
             continue
         if "=" in line:
@@ -176,11 +184,19 @@ class Runner:
     def github(self) -> dict:
         pr = self.event.get("pull_request") or {}
         return {
-            "event_name": self.event_name, "event": self.event, "repository": self.repository,
-            "sha": self.sha, "ref": self.ref, "base_ref": pr.get("base", {}).get("ref", ""),
-            "head_ref": pr.get("head", {}).get("ref", ""), "run_id": "4242", "run_attempt": "1",
-            "server_url": "https://github.com", "api_url": self.host_env.get("GITHUB_API_URL", ""),
-            "token": self.secrets.get("GITHUB_TOKEN", ""), "workspace": str(self.workdir),
+            "event_name": self.event_name,
+            "event": self.event,
+            "repository": self.repository,
+            "sha": self.sha,
+            "ref": self.ref,
+            "base_ref": pr.get("base", {}).get("ref", ""),
+            "head_ref": pr.get("head", {}).get("ref", ""),
+            "run_id": "4242",
+            "run_attempt": "1",
+            "server_url": "https://github.com",
+            "api_url": self.host_env.get("GITHUB_API_URL", ""),
+            "token": self.secrets.get("GITHUB_TOKEN", ""),
+            "workspace": str(self.workdir),
         }
 
     def run(self) -> dict[str, JobResult]:
@@ -200,9 +216,13 @@ class Runner:
 
     def context(self, workflow: dict, results: dict, needs: list) -> dict:
         return {
-            "github": self.github(), "vars": self.variables, "secrets": self.secrets, "runner": {"temp": ""},
+            "github": self.github(),
+            "vars": self.variables,
+            "secrets": self.secrets,
+            "runner": {"temp": ""},
             "needs": {n: {"result": results[n].status, "outputs": results[n].outputs} for n in needs},
-            "env": {}, "steps": {},
+            "env": {},
+            "steps": {},
         }
 
     def run_job(self, name: str, workflow: dict, job: dict, context: dict) -> JobResult:
@@ -213,14 +233,25 @@ class Runner:
         env = {k: v for k, v in self.host_env.items() if not k.startswith("GITHUB_")}
         event_path = temp / "event.json"
         event_path.write_text(json.dumps(self.event))
-        env.update({
-            "CI": "true", "GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": self.event_name,
-            "GITHUB_EVENT_PATH": str(event_path), "GITHUB_REPOSITORY": self.repository, "GITHUB_SHA": self.sha,
-            "GITHUB_REF": self.ref, "GITHUB_BASE_REF": context["github"]["base_ref"],
-            "GITHUB_HEAD_REF": context["github"]["head_ref"], "GITHUB_RUN_ID": "4242", "GITHUB_RUN_ATTEMPT": "1",
-            "GITHUB_SERVER_URL": "https://github.com", "GITHUB_WORKSPACE": str(self.workdir),
-            "GITHUB_STEP_SUMMARY": str(summary), "RUNNER_TEMP": str(temp),
-        })
+        env.update(
+            {
+                "CI": "true",
+                "GITHUB_ACTIONS": "true",
+                "GITHUB_EVENT_NAME": self.event_name,
+                "GITHUB_EVENT_PATH": str(event_path),
+                "GITHUB_REPOSITORY": self.repository,
+                "GITHUB_SHA": self.sha,
+                "GITHUB_REF": self.ref,
+                "GITHUB_BASE_REF": context["github"]["base_ref"],
+                "GITHUB_HEAD_REF": context["github"]["head_ref"],
+                "GITHUB_RUN_ID": "4242",
+                "GITHUB_RUN_ATTEMPT": "1",
+                "GITHUB_SERVER_URL": "https://github.com",
+                "GITHUB_WORKSPACE": str(self.workdir),
+                "GITHUB_STEP_SUMMARY": str(summary),
+                "RUNNER_TEMP": str(temp),
+            }
+        )
         if self.host_env.get("GITHUB_API_URL"):
             env["GITHUB_API_URL"] = self.host_env["GITHUB_API_URL"]
         context["runner"]["temp"] = str(temp)
@@ -246,14 +277,17 @@ class Runner:
                     ok, text, exported = self.action(step, context, step_env)
                     env.update(exported)
                 else:
-                    ok, text = self.shell(substitute(step["run"], context), step.get("shell") or shell_default,
-                                          step_env)
+                    ok, text = self.shell(
+                        substitute(step["run"], context), step.get("shell") or shell_default, step_env
+                    )
             except WorkflowError as exc:
                 ok, text = False, f"workflow error: {exc}"
             env.update(parse_env_file(env_file))
             if "id" in step:
-                context["steps"][step["id"]] = {"outputs": parse_env_file(output_file),
-                                               "outcome": "success" if ok else "failure"}
+                context["steps"][step["id"]] = {
+                    "outputs": parse_env_file(output_file),
+                    "outcome": "success" if ok else "failure",
+                }
             result.steps.append(StepResult(step_name, "success" if ok else "failure", text))
             if not ok:
                 result.status = "failure"
@@ -279,6 +313,7 @@ class Runner:
         inputs = substitute(step.get("with") or {}, context)
         if action == "actions/checkout":
             ref = inputs.get("ref") or self.sha
+
             def git(*args: str) -> str:
                 return subprocess.run(["git", *args], cwd=self.workdir, capture_output=True, text=True).stdout
 
@@ -286,8 +321,9 @@ class Runner:
             dirty = git("diff", "--name-only") or (git("ls-files") and git("diff", "--cached", "--name-only"))
             if dirty:  # never move someone's work tree: run in a clone
                 return False, f"checkout refused: {self.workdir} has local changes; run in a fresh clone", {}
-            done = subprocess.run(["git", "checkout", "--quiet", "--detach", ref], cwd=self.workdir,
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                ["git", "checkout", "--quiet", "--detach", ref], cwd=self.workdir, capture_output=True, text=True
+            )
             return done.returncode == 0, f"checkout {ref}\n{done.stderr}", {}
         if action in ("actions/setup-python", "iterative/setup-cml", "aws-actions/amazon-ecr-login"):
             return True, f"{action}: provided by this machine / the stubs", {}
@@ -295,8 +331,11 @@ class Runner:
             missing = [k for k in ("role-to-assume", "role-session-name", "aws-region") if not inputs.get(k)]
             if missing:
                 return False, f"configure-aws-credentials: missing {', '.join(missing)}", {}
-            exported = {**self.aws_credentials, "AWS_REGION": inputs["aws-region"],
-                        "AWS_DEFAULT_REGION": inputs["aws-region"]}
+            exported = {
+                **self.aws_credentials,
+                "AWS_REGION": inputs["aws-region"],
+                "AWS_DEFAULT_REGION": inputs["aws-region"],
+            }
             return True, f"assumed {inputs['role-to-assume']} as {inputs['role-session-name']} (dummy keys)", exported
         if action == "actions/upload-artifact":
             target = (self.artifacts or Path(env["RUNNER_TEMP"]) / "artifacts") / inputs["name"]
@@ -374,14 +413,25 @@ def main(argv: list[str] | None = None) -> int:
     stubs = Path(tempfile.mkdtemp(prefix="gha-stubs-"))
     log = install_stubs(stubs)
     host_env = {**os.environ, "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}", "STUB_LOG": str(log)}
-    sha = args.sha or subprocess.run(["git", "rev-parse", "HEAD"], cwd=args.workdir, capture_output=True,
-                                     text=True, check=True).stdout.strip()
+    sha = (
+        args.sha
+        or subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=args.workdir, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
     runner = Runner(
-        workflow=args.workflow.resolve(), workdir=args.workdir.resolve(), event_name=args.event,
-        event=json.loads(args.event_json.read_text()) if args.event_json else {}, repository=args.repository,
-        sha=sha, ref=args.ref, host_env=host_env,
+        workflow=args.workflow.resolve(),
+        workdir=args.workdir.resolve(),
+        event_name=args.event,
+        event=json.loads(args.event_json.read_text()) if args.event_json else {},
+        repository=args.repository,
+        sha=sha,
+        ref=args.ref,
+        host_env=host_env,
         aws_credentials={k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if k in os.environ},
-        variables=dict(v.split("=", 1) for v in args.var), skip=set(args.skip), stop_before=args.stop_before,
+        variables=dict(v.split("=", 1) for v in args.var),
+        skip=set(args.skip),
+        stop_before=args.stop_before,
     )
     results = runner.run()
     for job in results.values():

@@ -58,8 +58,13 @@ MODEL_DIR = ROOT / "models" / "model"
 TEST_DATA = ROOT / "data" / "prepared" / "test.parquet"
 ONNX_DIR = ROOT / "artifacts" / "onnx"
 BUNDLE_DIR = ROOT / "artifacts" / "bundle"
-ONNX_VARIANTS = {"ort_fp32": "fp32", "ort_optimized": "optimized", "ort_int8": "int8",
-                 "ort_int8_static": "int8_static", "ort_fp32_pad128": "fp32"}
+ONNX_VARIANTS = {
+    "ort_fp32": "fp32",
+    "ort_optimized": "optimized",
+    "ort_int8": "int8",
+    "ort_int8_static": "int8_static",
+    "ort_fp32_pad128": "fp32",
+}
 BUNDLE_VARIANTS = ("bundle", "bundle_bucketed")
 VARIANTS = ("pytorch", *ONNX_VARIANTS, *BUNDLE_VARIANTS)
 SAMPLE = "The cat sat on the mat."
@@ -75,8 +80,20 @@ SERVED_COLD_START = "served_cold_start_s"
 MACHINE = "machine"  # run.json: the fingerprint; two runs' timings compare only if these are equal
 
 # /proc/cpuinfo flags that change which kernels ONNX Runtime and torch use (x86, then Arm).
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8",
-             "amx_bf16", "asimddp", "i8mm", "sve")
+CPU_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimddp",
+    "i8mm",
+    "sve",
+)
 
 COLD_START = {
     "bundle": "import sys\nfrom app.predictor import BundlePredictor\n"
@@ -89,7 +106,9 @@ COLD_START = {
 }
 
 
-def make_runner(variant: str, model_dir: Path, onnx_dir: Path, bundle_dir: Path, threads: int, pad_to: int, max_length: int):
+def make_runner(
+    variant: str, model_dir: Path, onnx_dir: Path, bundle_dir: Path, threads: int, pad_to: int, max_length: int
+):
     """(prepare, predict): prepare(sentences) -> model input, built before the clock starts;
     predict(input) -> labels."""
     if variant in BUNDLE_VARIANTS:
@@ -100,7 +119,9 @@ def make_runner(variant: str, model_dir: Path, onnx_dir: Path, bundle_dir: Path,
 
     tokenizer = ox.bundle_tokenizer(model_dir, max_length)
     if variant == "ort_fp32_pad128":
-        tokenizer.enable_padding(length=pad_to, pad_id=tokenizer.padding["pad_id"], pad_token=tokenizer.padding["pad_token"])
+        tokenizer.enable_padding(
+            length=pad_to, pad_id=tokenizer.padding["pad_id"], pad_token=tokenizer.padding["pad_token"]
+        )
     if variant in ONNX_VARIANTS:
         session = ox.make_session(onnx_dir / ox.VARIANT_FILES[ONNX_VARIANTS[variant]], threads=threads)
         return (lambda texts: ox.encode(tokenizer, texts)), lambda inputs: ox.ort_logits(session, inputs).argmax(1)
@@ -136,7 +157,9 @@ def peak_rss_mb() -> float:
 def measure_case(variant: str, batch_size: int, sentences: list[str], cfg: dict, paths: dict, max_length: int) -> dict:
     """Runs in its own process. Times batch calls over the test sentences (in order, cycling) after a
     warm-up, for at least min_seconds and until min_iterations or max_seconds is reached."""
-    prepare, predict = make_runner(variant, threads=cfg["threads"], pad_to=cfg["pad_to"], max_length=max_length, **paths)
+    prepare, predict = make_runner(
+        variant, threads=cfg["threads"], pad_to=cfg["pad_to"], max_length=max_length, **paths
+    )
     if variant.endswith("_bucketed"):
         tokenizer = ox.bundle_tokenizer(paths["model_dir"], max_length)
         lengths = [sum(e.attention_mask) for e in tokenizer.encode_batch(sentences)]  # ids are padded
@@ -166,8 +189,9 @@ def measure_case(variant: str, batch_size: int, sentences: list[str], cfg: dict,
     }
 
 
-def measure_peak(sentences: list[str], paths: dict, max_length: int, batch_sizes: list[int], seconds: float,
-                 threads: int) -> dict:
+def measure_peak(
+    sentences: list[str], paths: dict, max_length: int, batch_sizes: list[int], seconds: float, threads: int
+) -> dict:
     """Runs in its own process: cola.int8_peak for the served bundle's model at the trained model's shapes and
     the mean token count (special tokens included, truncated at max_length) of the benchmark's sentences."""
     import json
@@ -178,8 +202,16 @@ def measure_peak(sentences: list[str], paths: dict, max_length: int, batch_sizes
     bundle_config = json.loads((paths["bundle_dir"] / CONFIG).read_text())
     tokenizer = ox.bundle_tokenizer(paths["model_dir"], max_length)
     mean_tokens = float(np.mean([sum(e.attention_mask) for e in tokenizer.encode_batch(sentences)]))  # ids are padded
-    return int8_peak(paths["bundle_dir"] / bundle_config.get("model_file", "model.onnx"), shape["hidden_size"],
-                     shape["intermediate_size"], shape["num_hidden_layers"], mean_tokens, batch_sizes, seconds, threads)
+    return int8_peak(
+        paths["bundle_dir"] / bundle_config.get("model_file", "model.onnx"),
+        shape["hidden_size"],
+        shape["intermediate_size"],
+        shape["num_hidden_layers"],
+        mean_tokens,
+        batch_sizes,
+        seconds,
+        threads,
+    )
 
 
 def peak_metrics(peak: dict, results: dict) -> tuple[dict, dict]:
@@ -192,7 +224,10 @@ def peak_metrics(peak: dict, results: dict) -> tuple[dict, dict]:
         figures[key] = {"int8_gops": case["int8_gops"], "peak_sentences_per_s": case["peak_sentences_per_s"]}
         if SERVED in results:
             served = results[SERVED][key]["sentences_per_s"]
-            figures[key] |= {"served_sentences_per_s": served, "served_fraction_of_peak": served / case["peak_sentences_per_s"]}
+            figures[key] |= {
+                "served_sentences_per_s": served,
+                "served_fraction_of_peak": served / case["peak_sentences_per_s"],
+            }
         detail[key] = {k: case[k] for k in ("m_rows", "peak_op", "ops")}
     return figures, detail
 
@@ -266,8 +301,14 @@ def wide_rows(results: dict, key: str, batch_sizes: list[int]) -> list[dict]:
     return [{"batch_size": bs} | {v: round(r[f"bs{bs}"][key], 3) for v, r in results.items()} for bs in batch_sizes]
 
 
-def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path = ONNX_DIR,
-        bundle_dir: Path = BUNDLE_DIR, out_dir: Path = OUT_DIR, params: dict | None = None) -> dict:
+def run(
+    model_dir: Path = MODEL_DIR,
+    test_data: Path = TEST_DATA,
+    onnx_dir: Path = ONNX_DIR,
+    bundle_dir: Path = BUNDLE_DIR,
+    out_dir: Path = OUT_DIR,
+    params: dict | None = None,
+) -> dict:
     import pandas as pd
 
     params = params or load_params()
@@ -295,20 +336,23 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
             # A fresh process per case: its peak RSS is this variant's alone, and torch never loads next to ORT.
             with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
                 runs.setdefault((variant, bs), []).append(
-                    pool.submit(measure_case, variant, bs, sentences, cfg, paths, max_length).result())
+                    pool.submit(measure_case, variant, bs, sentences, cfg, paths, max_length).result()
+                )
             progress.update()
     for (variant, bs), repeats in runs.items():
         # The iteration count follows from machine speed and settings: run.json, not a metric.
         iterations.setdefault(variant, {})[f"bs{bs}"] = sum(case.pop("iterations") for case in repeats)
-        results.setdefault(variant, {})[f"bs{bs}"] = {key: statistics.median(case[key] for case in repeats)
-                                                      for key in repeats[0]}
+        results.setdefault(variant, {})[f"bs{bs}"] = {
+            key: statistics.median(case[key] for case in repeats) for key in repeats[0]
+        }
 
     progress.set_postfix_str("int8 peak")
     peak_sizes = sorted({batch_sizes[0], batch_sizes[-1]})  # the headline's batch sizes
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         try:
-            peak = pool.submit(measure_peak, sentences, paths, max_length, peak_sizes, cfg["peak_seconds"],
-                               cfg["threads"]).result()
+            peak = pool.submit(
+                measure_peak, sentences, paths, max_length, peak_sizes, cfg["peak_seconds"], cfg["threads"]
+            ).result()
         except ValueError as exc:  # the served model is not int8: there is no int8 peak to compare with
             print(f"benchmark: no int8 peak: {exc}")
             peak = None
@@ -324,8 +368,12 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
     metrics = {HEADLINE: headline(results, cold, batch_sizes), "variants": results, "cold_start_s": cold}
     run_info = {
         MACHINE: machine_fingerprint(),
-        "settings": {"threads": cfg["threads"], "n_sentences": len(sentences), "batch_sizes": batch_sizes,
-                     "rounds": cfg["rounds"]},
+        "settings": {
+            "threads": cfg["threads"],
+            "n_sentences": len(sentences),
+            "batch_sizes": batch_sizes,
+            "rounds": cfg["rounds"],
+        },
         "iterations": iterations,
     }
     if peak is not None:
@@ -340,18 +388,26 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
 
 
 def table(results: dict, batch_sizes: list[int], cold: dict, peak: dict | None) -> str:
-    lines = [f"{'variant':16s} {'batch':>5s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'sent/s':>8s} {'RSS MB':>7s}"]
+    lines = [
+        f"{'variant':16s} {'batch':>5s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'sent/s':>8s} {'RSS MB':>7s}"
+    ]
     for variant, r in results.items():
         for bs in batch_sizes:
             c = r[f"bs{bs}"]
-            lines.append(f"{variant:16s} {bs:5d} {c['p50_ms']:8.2f} {c['p95_ms']:8.2f} {c['p99_ms']:8.2f} "
-                         f"{c['sentences_per_s']:8.0f} {c['peak_rss_mb']:7.0f}")
+            lines.append(
+                f"{variant:16s} {bs:5d} {c['p50_ms']:8.2f} {c['p95_ms']:8.2f} {c['p99_ms']:8.2f} "
+                f"{c['sentences_per_s']:8.0f} {c['peak_rss_mb']:7.0f}"
+            )
     lines += [f"cold start {kind}: {seconds:.2f} s" for kind, seconds in cold.items()]
     for key, case in (peak or {}).items():
         if key.startswith("bs"):
-            served = f", served {case['served_fraction_of_peak']:.0%} of it" if "served_fraction_of_peak" in case else ""
-            lines.append(f"int8 peak {key}: {case['int8_gops']:.0f} GOPS -> {case['peak_sentences_per_s']:.0f} sentences/s "
-                         f"at {peak['mean_tokens']:.1f} tokens{served}")
+            served = (
+                f", served {case['served_fraction_of_peak']:.0%} of it" if "served_fraction_of_peak" in case else ""
+            )
+            lines.append(
+                f"int8 peak {key}: {case['int8_gops']:.0f} GOPS -> {case['peak_sentences_per_s']:.0f} sentences/s "
+                f"at {peak['mean_tokens']:.1f} tokens{served}"
+            )
     return "\n".join(lines)
 
 

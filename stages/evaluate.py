@@ -28,8 +28,13 @@ def main() -> None:
     params = load_params()
     test = pd.read_parquet(ROOT / "data" / "prepared" / "test.parquet")
     model_dir = str(ROOT / "models" / "model")
-    probs = predict_proba(load_classifier(model_dir), load_tokenizer(model_dir), list(test["sentence"]),
-                          params.model.max_length, params.evaluate.batch_size)
+    probs = predict_proba(
+        load_classifier(model_dir),
+        load_tokenizer(model_dir),
+        list(test["sentence"]),
+        params.model.max_length,
+        params.evaluate.batch_size,
+    )
     labels = test["label"].to_numpy()
     # The decision rule the train stage chose on validation (0.5 = argmax when it did not tune one).
     threshold = json.loads((ROOT / "models" / "model" / "config.json").read_text()).get("decision_threshold", 0.5)
@@ -43,8 +48,10 @@ def main() -> None:
 
     fpr, tpr, _ = roc_curve(labels, probs[:, 1])
     precision, recall, _ = precision_recall_curve(labels, probs[:, 1])
-    write_json(OUT / "plots" / "confusion.json",
-               [{"actual": LABELS[a], "predicted": LABELS[p]} for a, p in zip(labels, preds, strict=True)])
+    write_json(
+        OUT / "plots" / "confusion.json",
+        [{"actual": LABELS[a], "predicted": LABELS[p]} for a, p in zip(labels, preds, strict=True)],
+    )
     write_json(OUT / "plots" / "roc.json", curve_points(fpr, tpr, ("fpr", "tpr")))
     write_json(OUT / "plots" / "pr.json", curve_points(recall, precision, ("recall", "precision")))
     print("evaluate: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "n"))

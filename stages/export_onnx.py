@@ -53,13 +53,21 @@ def calibration_sentences(train_data: Path, n: int, seed: int) -> list[str]:
     return train["sentence"].sample(n=min(n, len(train)), random_state=seed).tolist()
 
 
-def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path = ONNX_DIR,
-        bundle_dir: Path = BUNDLE_DIR, metrics_path: Path = METRICS, params: dict | None = None,
-        train_data: Path = TRAIN_DATA) -> dict:
+def run(
+    model_dir: Path = MODEL_DIR,
+    test_data: Path = TEST_DATA,
+    onnx_dir: Path = ONNX_DIR,
+    bundle_dir: Path = BUNDLE_DIR,
+    metrics_path: Path = METRICS,
+    params: dict | None = None,
+    train_data: Path = TRAIN_DATA,
+) -> dict:
     params = params or load_params()
     cfg, max_length = params.export, params.model.max_length
     if cfg.served_variant not in ox.VARIANTS:
-        raise ox.ExportError(f"export.served_variant={cfg.served_variant!r} in params.yaml: choose one of {ox.VARIANTS}")
+        raise ox.ExportError(
+            f"export.served_variant={cfg.served_variant!r} in params.yaml: choose one of {ox.VARIANTS}"
+        )
     test = pd.read_parquet(test_data)
     sentences, labels = test["sentence"].tolist(), test["label"].to_numpy()
 
@@ -90,8 +98,12 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
         )
 
     manifest = ox.write_bundle(
-        bundle_dir, paths[served], ox.bundle_tokenizer(model_dir, max_length), ox.model_labels(model_dir),
-        max_length, served,
+        bundle_dir,
+        paths[served],
+        ox.bundle_tokenizer(model_dir, max_length),
+        ox.model_labels(model_dir),
+        max_length,
+        served,
         params=declared_params("export_onnx", params),  # exactly what DVC tracks for this stage
         metrics={"test": report[served], "pytorch_test": report["pytorch"]},
         preoptimize_level=cfg.preoptimize,
@@ -112,7 +124,11 @@ def run(model_dir: Path = MODEL_DIR, test_data: Path = TEST_DATA, onnx_dir: Path
     write_json(metrics_path.with_name("variants.json"), report)
     print(f"export_onnx: fused ops in the optimised graph {fused}")
     for name, values in report.items():
-        extra = f", agreement={values['agreement']:.4f}, max|Δlogit|={values['max_abs_logit_diff']:.2g}" if name != "pytorch" else ""
+        extra = (
+            f", agreement={values['agreement']:.4f}, max|Δlogit|={values['max_abs_logit_diff']:.2g}"
+            if name != "pytorch"
+            else ""
+        )
         print(f"export_onnx: {name:9s} accuracy={values['accuracy']:.4f}, mcc={values['mcc']:.4f}{extra}")
     print(f"export_onnx: bundle {bundle_dir} version {manifest['version']} serves {served}")
     return metrics

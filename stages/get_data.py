@@ -37,15 +37,24 @@ def main() -> None:
     before = tracked_hash()
     source = fetch(params.data, ROOT, RAW_DIR)
     raw = load_raw(RAW_DIR)  # fail now, with the line, rather than in prepare
-    added = subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", str(RAW_DIR.relative_to(ROOT))],
-                           cwd=ROOT, capture_output=True, text=True)
+    added = subprocess.run(
+        [sys.executable, "-m", "dvc", "add", "--quiet", str(RAW_DIR.relative_to(ROOT))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if added.returncode != 0:
         sys.exit(f"get_data: `dvc add data/raw` failed:\n{added.stderr.strip()}")
     record_source(source)
-    version = ("the version data/raw.dvc already records" if tracked_hash() == before else
-               "a NEW version in data/raw.dvc: commit it (git) and share the bytes (`dvc push`)")
-    print(f"get_data: {source['source']} data from {source['location']}: {len(raw.train)} train and "
-          f"{len(raw.test)} test rows in data/raw, {version}")
+    version = (
+        "the version data/raw.dvc already records"
+        if tracked_hash() == before
+        else "a NEW version in data/raw.dvc: commit it (git) and share the bytes (`dvc push`)"
+    )
+    print(
+        f"get_data: {source['source']} data from {source['location']}: {len(raw.train)} train and "
+        f"{len(raw.test)} test rows in data/raw, {version}"
+    )
 
 
 if __name__ == "__main__":

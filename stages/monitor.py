@@ -39,6 +39,7 @@ class MonitorError(RuntimeError):
 
 # ---- live side ----------------------------------------------------------------------------------------------
 
+
 def parse_records(lines, source: str) -> list[dict]:
     """Prediction records from log lines; other lines (request logs, EMF records, plain text) are skipped.
 
@@ -57,16 +58,20 @@ def parse_records(lines, source: str) -> list[dict]:
             continue
         missing = [f for f in REQUIRED_FIELDS if f not in record]
         if missing:
-            raise MonitorError(f"{source}, line {number}: prediction record lacks {missing}; "
-                               f"logs must come from the app's JSON prediction logger (app/)")
+            raise MonitorError(
+                f"{source}, line {number}: prediction record lacks {missing}; "
+                f"logs must come from the app's JSON prediction logger (app/)"
+            )
         records.append(record)
     return records
 
 
 def read_log_file(path: Path) -> list[dict]:
     if not path.is_file():
-        raise MonitorError(f"prediction log {path} does not exist: run the app with its JSON logs redirected "
-                           f"there, or pass --logs PATH / --cloudwatch LOG_GROUP")
+        raise MonitorError(
+            f"prediction log {path} does not exist: run the app with its JSON logs redirected "
+            f"there, or pass --logs PATH / --cloudwatch LOG_GROUP"
+        )
     with open(path, encoding="utf-8", errors="replace") as f:
         return parse_records(f, str(path))
 
@@ -83,8 +88,10 @@ def read_cloudwatch(log_group: str, hours: float, client=None) -> list[dict]:
         for page in client.get_paginator("filter_log_events").paginate(logGroupName=log_group, startTime=start):
             messages.extend(event["message"] for event in page["events"])
     except (BotoCoreError, ClientError) as exc:
-        raise MonitorError(f"CloudWatch Logs group {log_group!r} could not be read ({exc}): check the group name, "
-                           f"AWS_REGION and credentials") from exc
+        raise MonitorError(
+            f"CloudWatch Logs group {log_group!r} could not be read ({exc}): check the group name, "
+            f"AWS_REGION and credentials"
+        ) from exc
     return parse_records(messages, f"CloudWatch {log_group}")
 
 
@@ -111,6 +118,7 @@ def live_features(records: list[dict]) -> dict[str, np.ndarray]:
 
 # ---- reference side -----------------------------------------------------------------------------------------
 
+
 def reference_features(stats_path: Path, held_out: Path, bundle_dir: Path) -> tuple[dict, dict]:
     """Reference feature arrays, and facts about the reference for the report."""
     from app.bundle import BundleError
@@ -122,8 +130,9 @@ def reference_features(stats_path: Path, held_out: Path, bundle_dir: Path) -> tu
         tokens = np.array(stats["token_length"]["values"], dtype=float)
         unk = np.array(stats["unk_rate"]["values"], dtype=float)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise MonitorError(f"reference statistics {stats_path} are missing or malformed ({exc!r}): "
-                           f"run `dvc repro prepare`") from exc
+        raise MonitorError(
+            f"reference statistics {stats_path} are missing or malformed ({exc!r}): run `dvc repro prepare`"
+        ) from exc
     try:
         texts = pd.read_parquet(held_out)["sentence"].astype(str).tolist()
     except (OSError, ValueError, KeyError) as exc:
@@ -132,7 +141,7 @@ def reference_features(stats_path: Path, held_out: Path, bundle_dir: Path) -> tu
         predictor = BundlePredictor(bundle_dir)
     except BundleError as exc:
         raise MonitorError(f"the served bundle is needed for the reference confidences: {exc}") from exc
-    probs = np.concatenate([predictor.predict_proba(texts[i:i + 64]) for i in range(0, len(texts), 64)])
+    probs = np.concatenate([predictor.predict_proba(texts[i : i + 64]) for i in range(0, len(texts), 64)])
     winners = predictor.decide(probs)  # the served decision rule, so reference and live labels compare
     features = {
         "char_length": chars,
@@ -143,13 +152,17 @@ def reference_features(stats_path: Path, held_out: Path, bundle_dir: Path) -> tu
         "label": (winners == predictor.positive).astype(int),
         "upper_ratio": np.array([upper_ratio(t) for t in texts]),
     }
-    facts = {"training_rows": int(stats.get("n_rows", len(chars))), "held_out_rows": len(texts),
-             "training_acceptable": float(stats.get("label_balance", {}).get("acceptable", float("nan"))),
-             "model_version": predictor.version}
+    facts = {
+        "training_rows": int(stats.get("n_rows", len(chars))),
+        "held_out_rows": len(texts),
+        "training_acceptable": float(stats.get("label_balance", {}).get("acceptable", float("nan"))),
+        "model_version": predictor.version,
+    }
     return features, facts
 
 
 # ---- report ---------------------------------------------------------------------------------------------------
+
 
 def label_ratio_over_time(records: list[dict], buckets: int) -> list[dict]:
     """Acceptable share of predictions in equal time slices of the log."""
@@ -157,9 +170,15 @@ def label_ratio_over_time(records: list[dict], buckets: int) -> list[dict]:
     labels = np.array([r["label"] == "acceptable" for r in records])
     edges = np.linspace(times.min(), times.max() + 1e-6, buckets + 1)
     slot = np.clip(np.searchsorted(edges, times, side="right") - 1, 0, buckets - 1)
-    return [{"start": datetime.fromtimestamp(edges[b], UTC).isoformat(timespec="seconds"),
-             "acceptable_share": float(labels[slot == b].mean()), "n": int((slot == b).sum())}
-            for b in range(buckets) if (slot == b).any()]
+    return [
+        {
+            "start": datetime.fromtimestamp(edges[b], UTC).isoformat(timespec="seconds"),
+            "acceptable_share": float(labels[slot == b].mean()),
+            "n": int((slot == b).sum()),
+        }
+        for b in range(buckets)
+        if (slot == b).any()
+    ]
 
 
 def _epoch(ts) -> float:
@@ -174,10 +193,11 @@ def _epoch(ts) -> float:
 def monitor(config: Params, records: list[dict], source: str) -> tuple[dict, list[drift.Check]]:
     """Compare `records` with the reference and write metrics.json, alerts.json and report.html."""
     if len(records) < config.min_predictions:
-        raise MonitorError(f"{source} holds {len(records)} prediction records, fewer than "
-                           f"monitor.min_predictions={config.min_predictions}: wait for more traffic or lower it")
-    reference, facts = reference_features(Path(config.reference_stats), Path(config.held_out),
-                                          Path(config.bundle_dir))
+        raise MonitorError(
+            f"{source} holds {len(records)} prediction records, fewer than "
+            f"monitor.min_predictions={config.min_predictions}: wait for more traffic or lower it"
+        )
+    reference, facts = reference_features(Path(config.reference_stats), Path(config.held_out), Path(config.bundle_dir))
     live = live_features(records)
     figures, checks = drift.compare(reference, live, config.thresholds, config.bins)
     live_versions = sorted({str(r.get("model_version")) for r in records})
@@ -185,15 +205,29 @@ def monitor(config: Params, records: list[dict], source: str) -> tuple[dict, lis
 
     out = Path(config.out_dir)
     write_json(out / "metrics.json", figures)
-    write_json(out / "alerts.json", {"source": source, "reference": facts, "live_model_versions": live_versions,
-                                     "checks": drift.checks_as_dicts(checks),
-                                     "skipped": sorted(set(drift.FEATURES) - {c.feature for c in checks})})
-    histograms = {f: drift.histogram(reference[f], live[f]) for f in
-                  ("char_length", "token_length", "confidence", "token_density") if f in figures}
-    meta = {"source": source, "generated": datetime.now(UTC).isoformat(timespec="seconds"), **facts,
-            "live_model_versions": live_versions, "n_predictions": len(records)}
-    html = render_report(meta, figures, checks, histograms,
-                         label_ratio_over_time(records, config.time_buckets))
+    write_json(
+        out / "alerts.json",
+        {
+            "source": source,
+            "reference": facts,
+            "live_model_versions": live_versions,
+            "checks": drift.checks_as_dicts(checks),
+            "skipped": sorted(set(drift.FEATURES) - {c.feature for c in checks}),
+        },
+    )
+    histograms = {
+        f: drift.histogram(reference[f], live[f])
+        for f in ("char_length", "token_length", "confidence", "token_density")
+        if f in figures
+    }
+    meta = {
+        "source": source,
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        **facts,
+        "live_model_versions": live_versions,
+        "n_predictions": len(records),
+    }
+    html = render_report(meta, figures, checks, histograms, label_ratio_over_time(records, config.time_buckets))
     (out / "report.html").write_text(html, encoding="utf-8")
     return figures, checks
 
@@ -210,8 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     config = (load_params(args.params) if args.params else load_params()).monitor
-    config.update({k: v for k in ("reference_stats", "held_out", "bundle_dir", "out_dir")
-                   if (v := getattr(args, k)) is not None})
+    config.update(
+        {k: v for k in ("reference_stats", "held_out", "bundle_dir", "out_dir") if (v := getattr(args, k)) is not None}
+    )
     try:
         if args.cloudwatch:
             hours = args.hours or config.cloudwatch.hours
@@ -225,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     alerts = [c for c in checks if c.alert]
     for c in checks:
-        print(f"{'ALERT' if c.alert else 'ok   '} {c.feature:15s} {c.statistic:24s} {c.value:9.4f}  "
-              f"(threshold {c.threshold})")
+        print(
+            f"{'ALERT' if c.alert else 'ok   '} {c.feature:15s} {c.statistic:24s} {c.value:9.4f}  "
+            f"(threshold {c.threshold})"
+        )
     print(f"{len(records)} predictions from {where}: {len(alerts)} alert(s); report: {config.out_dir}/report.html")
     return 1 if alerts else 0
 

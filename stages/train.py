@@ -28,8 +28,7 @@ def make_wandb_logger(cfg, params):
     from lightning.pytorch.loggers import WandbLogger
 
     mode = cfg.mode if cfg.mode != "auto" else ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-    logger = WandbLogger(project=cfg.project, entity=cfg.entity, mode=mode, save_dir=str(ROOT),
-                         log_model=False)
+    logger = WandbLogger(project=cfg.project, entity=cfg.entity, mode=mode, save_dir=str(ROOT), log_model=False)
     logger.log_hyperparams(params)
     return logger
 
@@ -54,17 +53,21 @@ def log_validation_analysis(probs, threshold: float, validation: pd.DataFrame, l
     wrong = wrong.rename(columns={"label": "actual"}).assign(actual=lambda f: [LABELS[i] for i in f["actual"]])
     for logger in loggers:
         if isinstance(logger, DVCLiveLogger):
-            logger.experiment.log_sklearn_plot("confusion_matrix", actual, predicted,
-                                               name="confusion_matrix_validation.json")
+            logger.experiment.log_sklearn_plot(
+                "confusion_matrix", actual, predicted, name="confusion_matrix_validation.json"
+            )
             wrong.to_csv(REPORT_DIR / "misclassified_validation.csv", index=False)
         else:
             import wandb
 
-            logger.experiment.log({
-                "val/confusion_matrix": wandb.plot.confusion_matrix(
-                    y_true=validation["label"].tolist(), preds=preds.tolist(), class_names=list(LABELS)),
-                "val/misclassified": wandb.Table(dataframe=wrong),
-            })
+            logger.experiment.log(
+                {
+                    "val/confusion_matrix": wandb.plot.confusion_matrix(
+                        y_true=validation["label"].tolist(), preds=preds.tolist(), class_names=list(LABELS)
+                    ),
+                    "val/misclassified": wandb.Table(dataframe=wrong),
+                }
+            )
 
 
 def main() -> None:
@@ -74,24 +77,33 @@ def main() -> None:
 
     tokenizer = load_tokenizer(params.model.pretrained)
     splits = {name: pd.read_parquet(PREPARED / f"{name}.parquet") for name in ("train", "validation")}
-    train_loader = make_loader(splits["train"], tokenizer, params.model.max_length, cfg.batch_size,
-                               shuffle=True, num_workers=cfg.num_workers)
-    val_loader = make_loader(splits["validation"], tokenizer, params.model.max_length, cfg.eval_batch_size,
-                             num_workers=cfg.num_workers)
+    train_loader = make_loader(
+        splits["train"], tokenizer, params.model.max_length, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers
+    )
+    val_loader = make_loader(
+        splits["validation"], tokenizer, params.model.max_length, cfg.eval_batch_size, num_workers=cfg.num_workers
+    )
 
     m = params.model
-    module = AcceptabilityClassifier(m.pretrained, m.lr, m.weight_decay, m.warmup_ratio, pooling=m.pooling,
-                                     layer_lr_decay=m.layer_lr_decay, label_smoothing=cfg.label_smoothing)
+    module = AcceptabilityClassifier(
+        m.pretrained,
+        m.lr,
+        m.weight_decay,
+        m.warmup_ratio,
+        pooling=m.pooling,
+        layer_lr_decay=m.layer_lr_decay,
+        label_smoothing=cfg.label_smoothing,
+    )
 
     loggers = [DVCLiveLogger(dir=str(REPORT_DIR), dvcyaml=False, save_dvc_exp=False)]
     if cfg.wandb.enabled:
         loggers.append(make_wandb_logger(cfg.wandb, params))
 
     with tempfile.TemporaryDirectory() as checkpoint_dir:
-        checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.monitor,
-                                     mode=cfg.monitor_mode, save_top_k=1)
-        early_stopping = EarlyStopping(monitor=cfg.monitor, mode=cfg.monitor_mode,
-                                       patience=cfg.early_stopping_patience)
+        checkpoint = ModelCheckpoint(
+            dirpath=checkpoint_dir, filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode, save_top_k=1
+        )
+        early_stopping = EarlyStopping(monitor=cfg.monitor, mode=cfg.monitor_mode, patience=cfg.early_stopping_patience)
         trainer = L.Trainer(
             max_epochs=cfg.max_epochs,
             accelerator=cfg.accelerator,
@@ -115,8 +127,9 @@ def main() -> None:
         best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
         module.load_state_dict(best["state_dict"])
 
-    probs = predict_proba(module.model, tokenizer, list(splits["validation"]["sentence"]), m.max_length,
-                          cfg.eval_batch_size)
+    probs = predict_proba(
+        module.model, tokenizer, list(splits["validation"]["sentence"]), m.max_length, cfg.eval_batch_size
+    )
     threshold, val_mcc = choose_threshold(probs, splits["validation"], m.tune_threshold)
     module.model.config.decision_threshold = threshold  # travels in config.json to evaluate and the bundle
     module.model.save_pretrained(MODEL_DIR)
@@ -129,8 +142,10 @@ def main() -> None:
     log_validation_analysis(probs, threshold, splits["validation"], loggers)
     for logger in loggers[1:]:
         logger.experiment.finish()
-    print(f"train: best {cfg.monitor} = {float(checkpoint.best_model_score):.4f}; threshold {threshold:.2f} "
-          f"(validation MCC {val_mcc:.4f}); model saved to {MODEL_DIR}")
+    print(
+        f"train: best {cfg.monitor} = {float(checkpoint.best_model_score):.4f}; threshold {threshold:.2f} "
+        f"(validation MCC {val_mcc:.4f}); model saved to {MODEL_DIR}"
+    )
 
 
 if __name__ == "__main__":

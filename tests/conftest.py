@@ -64,16 +64,26 @@ def _base_image() -> bool:
 
 # tier -> (what to check: label -> check, how to install it). Checked once, when the first test of the tier runs.
 TIERS: dict[str, tuple[dict[str, object], str]] = {
-    "container": ({"podman": lambda: _program("podman"), "runc": lambda: _program("runc"),
-                   f"base image {CONTAINER_BASE_IMAGE}": _base_image},
-                  "install: sudo bash docker/podman-setup.sh (Debian/Ubuntu: podman, runc, a debootstrap base image)"),
-    "browser": ({"/usr/bin/chromium": _chromium, "playwright": lambda: _module("playwright")},
-                "install: sudo apt-get install chromium && python3 -m pip install -r requirements-dev.txt"),
-    "dvc": ({"git": lambda: _program("git"), "dvc": lambda: _program("dvc")},
-            "install: sudo apt-get install git && python3 -m pip install -r requirements-dev.txt"),
-    "prometheus": ({name: (lambda n=name: _program(n)) for name in ("prometheus", "promtool",
-                                                                    "prometheus-alertmanager")},
-                   "install: sudo apt-get install prometheus prometheus-alertmanager"),
+    "container": (
+        {
+            "podman": lambda: _program("podman"),
+            "runc": lambda: _program("runc"),
+            f"base image {CONTAINER_BASE_IMAGE}": _base_image,
+        },
+        "install: sudo bash docker/podman-setup.sh (Debian/Ubuntu: podman, runc, a debootstrap base image)",
+    ),
+    "browser": (
+        {"/usr/bin/chromium": _chromium, "playwright": lambda: _module("playwright")},
+        "install: sudo apt-get install chromium && python3 -m pip install -r requirements-dev.txt",
+    ),
+    "dvc": (
+        {"git": lambda: _program("git"), "dvc": lambda: _program("dvc")},
+        "install: sudo apt-get install git && python3 -m pip install -r requirements-dev.txt",
+    ),
+    "prometheus": (
+        {name: (lambda n=name: _program(n)) for name in ("prometheus", "promtool", "prometheus-alertmanager")},
+        "install: sudo apt-get install prometheus prometheus-alertmanager",
+    ),
     "moto": ({"moto_server": lambda: _program("moto_server")}, PIP_DEV),
     "actionlint": ({"actionlint": lambda: _program("actionlint")}, PIP_DEV),
     "awslambdaric": ({"awslambdaric": lambda: _module("awslambdaric")}, PIP_DEV),
@@ -92,8 +102,9 @@ PREFIX_TIERS = {
     "tests/serving/test_lambda.py::test_real_runtime_client": ["awslambdaric"],
 }
 FULL_DATA_TIER = "full-data"
-FULL_DATA_HOW = (f"to run it: put the full CoLA copy (train.tsv, validation.tsv) at {SHARED_COLA}, "
-                 "or point COLA_SHARED_DIR at one")
+FULL_DATA_HOW = (
+    f"to run it: put the full CoLA copy (train.tsv, validation.tsv) at {SHARED_COLA}, or point COLA_SHARED_DIR at one"
+)
 
 
 def tiers_of(item: pytest.Item) -> list[str]:
@@ -144,8 +155,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
 # The pipeline's own trained bundle: checks a random model cannot pass (behaviour, drift on real predictions).
 TRAINED_BUNDLE = Path(os.environ.get("COLA_MODEL_BUNDLE", ROOT / "artifacts" / "bundle"))
 TRAINED_MODEL_TIER = "trained-model"
-TRAINED_MODEL_HOW = ("to run it: `dvc pull artifacts/bundle data/prepared` (a configured remote) or `make pipeline` "
-                     "(trains: ~20 min on 2 cores), or point COLA_MODEL_BUNDLE at a bundle")
+TRAINED_MODEL_HOW = (
+    "to run it: `dvc pull artifacts/bundle data/prepared` (a configured remote) or `make pipeline` "
+    "(trains: ~20 min on 2 cores), or point COLA_MODEL_BUNDLE at a bundle"
+)
 
 
 @pytest.fixture  # per test, so each skipped test is counted in the tier summary
@@ -157,8 +170,9 @@ def trained_bundle() -> Path:
     try:
         verify_manifest(TRAINED_BUNDLE)
     except BundleError as exc:
-        skip_tier(TRAINED_MODEL_TIER, [f"a trained bundle at {TRAINED_BUNDLE} ({exc})"], TRAINED_MODEL_HOW,
-                  required=False)
+        skip_tier(
+            TRAINED_MODEL_TIER, [f"a trained bundle at {TRAINED_BUNDLE} ({exc})"], TRAINED_MODEL_HOW, required=False
+        )
     return TRAINED_BUNDLE
 
 

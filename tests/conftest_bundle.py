@@ -75,7 +75,9 @@ def tiny_static(tiny_model_dir, tiny_variants, tmp_path_factory) -> Path:
 
     train = read_tsv(FIXTURE_COLA / "train.tsv")["sentence"].head(64).tolist()
     reader = ox.CalibrationReader(ox.bundle_tokenizer(tiny_model_dir, TINY_MAX_LENGTH), train, 16, ox.INPUT_NAMES)
-    return ox.quantize_static_int8(tiny_variants["fp32"], tmp_path_factory.mktemp("static") / "int8_static.onnx", reader)
+    return ox.quantize_static_int8(
+        tiny_variants["fp32"], tmp_path_factory.mktemp("static") / "int8_static.onnx", reader
+    )
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ NOT_OUTPUT_AFFECTING = {
     "model.name": "the config option's label; no stage reads it",
     "train.progress_bar": "terminal output only",
     "train.num_workers": "data-loading processes; the batches and their order are the same "
-                         "(tests/unit/test_model.py::test_worker_count_does_not_change_the_batches)",
+    "(tests/unit/test_model.py::test_worker_count_does_not_change_the_batches)",
     "train.wandb": "W&B tracking (enabled, project, entity, mode) is a copy of the run elsewhere, not an output",
     "data.source": "read by `python -m stages.get_data`, the import that versions data/raw (data/raw.dvc meta)",
     "data.local_dir": "as data.source",
@@ -139,7 +139,8 @@ def unclassified_keys(root: Path = ROOT) -> list[str]:
     """Leaf keys that no stage declares and NOT_OUTPUT_AFFECTING does not explain."""
     params = yaml.safe_load((root / "params.yaml").read_text())
     return [
-        key for key in leaf_keys(params)
+        key
+        for key in leaf_keys(params)
         if not stages_reading_param(key, root) and not any(key_covered(key, k) for k in NOT_OUTPUT_AFFECTING)
     ]
 
@@ -164,8 +165,11 @@ def unused_code_deps(root: Path = ROOT) -> list[str]:
         for dep in _paths(spec.get("deps")):
             target = root / dep
             files = [target] if target.suffix == ".py" else sorted(target.rglob("*.py")) if target.is_dir() else []
-            unused += [f"{stage}: {f.relative_to(root).as_posix()}" for f in files
-                       if f.relative_to(root).as_posix() not in closures[stage]]
+            unused += [
+                f"{stage}: {f.relative_to(root).as_posix()}"
+                for f in files
+                if f.relative_to(root).as_posix() not in closures[stage]
+            ]
     return sorted(unused)
 
 
@@ -199,8 +203,10 @@ def truth_table(root: Path = ROOT) -> list[tuple[str, set[str]]]:
 
 
 def not_affecting_markdown() -> str:
-    return "\n".join(["| key | why it changes no output |", "|---|---|"]
-                     + [f"| `{key}` | {why} |" for key, why in NOT_OUTPUT_AFFECTING.items()])
+    return "\n".join(
+        ["| key | why it changes no output |", "|---|---|"]
+        + [f"| `{key}` | {why} |" for key, why in NOT_OUTPUT_AFFECTING.items()]
+    )
 
 
 def markdown(root: Path = ROOT) -> str:

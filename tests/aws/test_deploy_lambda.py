@@ -113,9 +113,7 @@ class FaultProxy(BaseHTTPRequestHandler):
     def _handle(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         method, path = self.command, self.path.split("?")[0]
-        target = self.headers.get(
-            "X-Amz-Target"
-        )  # JSON-protocol services (CloudWatch) name the operation here
+        target = self.headers.get("X-Amz-Target")  # JSON-protocol services (CloudWatch) name the operation here
         key = f"{path}#{target}" if target else path
         server = self.server
         for fault in server.faults:
@@ -224,17 +222,13 @@ def push_image(tag: str) -> str:
         "config": {**layer, "mediaType": "application/vnd.docker.container.image.v1+json"},
         "layers": [layer],
     }
-    image = boto3.client("ecr").put_image(
-        repositoryName=REPOSITORY, imageManifest=json.dumps(manifest), imageTag=tag
-    )
+    image = boto3.client("ecr").put_image(repositoryName=REPOSITORY, imageManifest=json.dumps(manifest), imageTag=tag)
     return image["image"]["imageId"]["imageDigest"]
 
 
 def run_script(*args: str, endpoint: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **({"AWS_ENDPOINT_URL": endpoint} if endpoint else {})}
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300, env=env
-    )
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 def deploy_args(tag: str, role_arn: str, smoke_url: str, *extra: str) -> list[str]:
@@ -258,12 +252,8 @@ def state() -> dict:
     return {
         "image": lam.get_function(FunctionName=FUNCTION)["Code"]["ImageUri"],
         "architectures": config["Architectures"],
-        "reserved_concurrency": lam.get_function_concurrency(FunctionName=FUNCTION).get(
-            "ReservedConcurrentExecutions"
-        ),
-        "versions": sorted(
-            v["Version"] for v in lam.list_versions_by_function(FunctionName=FUNCTION)["Versions"]
-        ),
+        "reserved_concurrency": lam.get_function_concurrency(FunctionName=FUNCTION).get("ReservedConcurrentExecutions"),
+        "versions": sorted(v["Version"] for v in lam.list_versions_by_function(FunctionName=FUNCTION)["Versions"]),
         "alias": alias["FunctionVersion"],
         "weights": (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights", {}),
         "apis": [(a["Name"], a["ProtocolType"], a.get("Tags")) for a in apis],
@@ -272,8 +262,7 @@ def state() -> dict:
             (i["IntegrationType"], i["IntegrationUri"]) for i in apigw.get_integrations(ApiId=api_id)["Items"]
         ],
         "routes": [
-            (r["RouteKey"], r["Target"], r.get("AuthorizationType"))
-            for r in apigw.get_routes(ApiId=api_id)["Items"]
+            (r["RouteKey"], r["Target"], r.get("AuthorizationType")) for r in apigw.get_routes(ApiId=api_id)["Items"]
         ],
         "stages": [
             (
@@ -285,8 +274,7 @@ def state() -> dict:
             for s in apigw.get_stages(ApiId=api_id)["Items"]
         ],
         "permissions": [
-            (s["Principal"]["Service"], s["Condition"]["ArnLike"]["AWS:SourceArn"])
-            for s in policy["Statement"]
+            (s["Principal"]["Service"], s["Condition"]["ArnLike"]["AWS:SourceArn"]) for s in policy["Statement"]
         ],
     }
 
@@ -322,9 +310,7 @@ def test_deploy_creates_everything_and_a_second_run_changes_nothing(execution_ro
         "integrations": [("AWS_PROXY", alias_arn)],
         "routes": [("$default", after_first["routes"][0][1], "NONE")],
         "stages": [("$default", True, 20, 10.0)],
-        "permissions": [
-            ("apigateway.amazonaws.com", f"arn:aws:execute-api:{REGION}:123456789012:{api_id}/*/*")
-        ],
+        "permissions": [("apigateway.amazonaws.com", f"arn:aws:execute-api:{REGION}:123456789012:{api_id}/*/*")],
     }
     assert first.stdout.strip() == after_first["endpoint"]
     # The version was smoke-tested by qualifier before the alias existed, then the public alias.
@@ -359,9 +345,7 @@ def test_ensure_repo_makes_tags_immutable_and_keeps_the_rollback_images(aws_env)
                 "layers": [layer]}  # fmt: skip
     with pytest.raises(ClientError):
         ecr.put_image(repositoryName=REPOSITORY, imageManifest=json.dumps(manifest), imageTag="commit-1")
-    tagged = ecr.describe_images(repositoryName=REPOSITORY, imageIds=[{"imageTag": "commit-1"}])[
-        "imageDetails"
-    ]
+    tagged = ecr.describe_images(repositoryName=REPOSITORY, imageIds=[{"imageTag": "commit-1"}])["imageDetails"]
     assert [i["imageDigest"] for i in tagged] == [original]
     again = run_script("ensure-repo", "--repository", REPOSITORY, "--keep-images", "7")
     assert again.returncode == 0 and "lifecycle" not in again.stderr and "immutable" not in again.stderr
@@ -464,10 +448,7 @@ def test_public_smoke_failure_after_promotion_rolls_back(execution_role, app_ser
     result = run_script(*deploy_args("commit-2", execution_role, app_server.url))
     assert result.returncode == 1
     assert "promoted: alias live -> version 2" in result.stderr
-    assert (
-        "smoke test GET /ready on " in result.stderr
-        and "rolled back: alias live -> version 1" in result.stderr
-    )
+    assert "smoke test GET /ready on " in result.stderr and "rolled back: alias live -> version 1" in result.stderr
     assert (state()["alias"], state()["weights"]) == ("1", {})
 
 
@@ -481,9 +462,7 @@ def test_public_smoke_failure_after_promotion_rolls_back(execution_role, app_ser
     ],
     ids=["promotion", "alarm-check"],
 )
-def test_aws_error_after_the_first_alias_change_rolls_back(
-    execution_role, app_server, fault_proxy, step, match, nth
-):
+def test_aws_error_after_the_first_alias_change_rolls_back(execution_role, app_server, fault_proxy, step, match, nth):
     deploy_good(execution_role, app_server)
     fault_proxy.faults = [{"match": match, "nth": nth, "status": 403, "code": "AccessDeniedException"}]
     push_image("commit-2")
@@ -523,9 +502,7 @@ def test_failed_function_is_repaired(execution_role, app_server, fault_proxy):
     assert fault_proxy.function_state is None
 
 
-def test_function_that_stays_failed_is_a_clear_error_and_moves_no_traffic(
-    execution_role, app_server, fault_proxy
-):
+def test_function_that_stays_failed_is_a_clear_error_and_moves_no_traffic(execution_role, app_server, fault_proxy):
     deploy_good(execution_role, app_server)
     fault_proxy.function_state = ("Failed", "Failed")
     fault_proxy.repair_match, fault_proxy.repairs_left = (lambda m, p: p.endswith("/code")), 99  # never heals
@@ -548,9 +525,7 @@ def test_no_change_while_an_update_is_in_progress(execution_role, app_server, fa
 
     assert result.returncode == 0, result.stderr
     reads = [i for i, (_, _, reported) in enumerate(fault_proxy.log) if reported == "Active/InProgress"]
-    first_change = next(
-        i for i, (m, p, _) in enumerate(fault_proxy.log) if m == "PUT" and p.endswith("/code")
-    )
+    first_change = next(i for i, (m, p, _) in enumerate(fault_proxy.log) if m == "PUT" and p.endswith("/code"))
     assert len(reads) == 3 and first_change > reads[-1]
     assert state()["alias"] == "2"
 
@@ -585,9 +560,7 @@ def test_iam_auth_smoke_test_signs_its_requests(execution_role, app_server):
     app_server.require = "sigv4"
     deploy_good(execution_role, app_server, "commit-1", "--auth", "iam")
     push_image("commit-2")
-    unsigned = run_script(
-        *deploy_args("commit-2", execution_role, app_server.url)
-    )  # --auth none: no signature
+    unsigned = run_script(*deploy_args("commit-2", execution_role, app_server.url))  # --auth none: no signature
     assert unsigned.returncode == 1 and "status 403" in unsigned.stderr
 
 
@@ -656,9 +629,7 @@ def test_deploy_role_policy_grants_exactly_what_the_script_calls(execution_role,
         service = model.service_model.signing_name
         service = {"monitoring": "cloudwatch"}.get(service, service)  # CloudWatch signs as "monitoring"
         # API Gateway authorises by HTTP verb (apigateway:GET ...), the other services by operation name.
-        calls.add(
-            f"apigateway:{model.http['method']}" if service == "apigateway" else f"{service}:{model.name}"
-        )
+        calls.add(f"apigateway:{model.http['method']}" if service == "apigateway" else f"{service}:{model.name}")
 
     real_session = boto3.session.Session
 
@@ -717,11 +688,7 @@ def test_deploy_role_policy_grants_exactly_what_the_script_calls(execution_role,
     assert boto3.client("lambda").get_alias(FunctionName=FUNCTION, Name="live")["FunctionVersion"] == "2"
 
     policy = json.loads(render_policy("deploy-role-policy.json"))
-    allowed = [
-        a
-        for s in policy["Statement"]
-        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
-    ]
+    allowed = [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
     missing = sorted(c for c in calls if not any(fnmatch.fnmatchcase(c, a) for a in allowed))
     assert missing == [], f"deploy-role-policy.json lacks {missing}"
     # Least privilege: every deploy-side grant (not the image push or S3 ones) is used by the script.
@@ -741,12 +708,8 @@ def test_deploy_role_conditions_match_what_the_script_creates(execution_role, ap
     """The API statements only allow APIs tagged cola-mlops:api=<function>, AddPermission only for API Gateway:
     the script must create exactly that, or the real role would deny its own deploy."""
     policy = {s["Sid"]: s for s in json.loads(render_policy("deploy-role-policy.json"))["Statement"]}
-    assert policy["HttpApiServingOnly"]["Condition"] == {
-        "StringEquals": {"aws:ResourceTag/cola-mlops:api": FUNCTION}
-    }
-    assert policy["HttpApiCreateTagged"]["Condition"] == {
-        "StringEquals": {"aws:RequestTag/cola-mlops:api": FUNCTION}
-    }
+    assert policy["HttpApiServingOnly"]["Condition"] == {"StringEquals": {"aws:ResourceTag/cola-mlops:api": FUNCTION}}
+    assert policy["HttpApiCreateTagged"]["Condition"] == {"StringEquals": {"aws:RequestTag/cola-mlops:api": FUNCTION}}
     assert policy["HttpApiList"]["Action"] == "apigateway:GET"  # only listing is untagged
     assert policy["LetOnlyApiGatewayInvokeTheAlias"]["Condition"] == {
         "StringEquals": {"lambda:Principal": "apigateway.amazonaws.com"}

@@ -50,9 +50,7 @@ stages:
 
 
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True, timeout=300
-    )
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True, timeout=300)
     if check:
         assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result
@@ -107,9 +105,7 @@ def test_project_config_declares_the_remotes():
     assert config[f"'remote \"{default}\"'"]["url"].startswith("~/")  # zero-setup: a local directory
     committed = (REPO_ROOT / ".dvc" / "config").read_text().lower()
     for secret in ("endpointurl", "access_key", "secret", "session_token", "profile"):
-        assert secret not in committed, (
-            f".dvc/config must not carry {secret}: it belongs in .dvc/config.local or env"
-        )
+        assert secret not in committed, f".dvc/config must not carry {secret}: it belongs in .dvc/config.local or env"
 
 
 def test_push_wipe_pull_through_s3_is_byte_identical(pipeline_repo, aws_env):
@@ -202,8 +198,13 @@ def test_raw_data_reaches_a_machine_without_the_source_through_s3(tmp_path, aws_
     subprocess.run([*git, "init", "-q", "-b", "main"], cwd=origin, check=True)
     dvc(origin, "init", "-q")
     shutil.copy(REPO_ROOT / ".dvc" / "config", origin / ".dvc" / "config")
-    got = subprocess.run([sys.executable, "-m", "stages.get_data"], cwd=origin, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(origin)})
+    got = subprocess.run(
+        [sys.executable, "-m", "stages.get_data"],
+        cwd=origin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(origin)},
+    )
     assert got.returncode == 0, got.stderr
     assert yaml.safe_load((origin / "data/raw.dvc").read_text())["meta"]["location"] == str(source)
     use_s3(origin, aws_env)
@@ -221,8 +222,13 @@ def test_raw_data_reaches_a_machine_without_the_source_through_s3(tmp_path, aws_
     assert "up to date" in dvc(clone, "status", "data/raw.dvc").stdout
 
     # Re-importing there fails with one clear line (what, why, the way out) and leaves the pulled bytes alone.
-    again = subprocess.run([sys.executable, "-m", "stages.get_data"], cwd=clone, capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(clone)})
+    again = subprocess.run(
+        [sys.executable, "-m", "stages.get_data"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(clone)},
+    )
     assert again.returncode == 1 and "Traceback" not in again.stderr
     assert f"data.local_dir {source} does not exist" in again.stderr
     assert snapshot(clone, ["data/raw"]) == snapshot(origin, ["data/raw"])

@@ -101,16 +101,20 @@ DIFFERENT_MACHINE = "Timing ran on a different machine or runtime"
 
 
 def run(repo: Path, *command: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=300,
-                            env=None if env is None else {**os.environ, **env})
+    result = subprocess.run(
+        command,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=None if env is None else {**os.environ, **env},
+    )
     assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout}\n{result.stderr}"
     return result
 
 
 def report(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=repo, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=repo, capture_output=True, text=True, timeout=300)
 
 
 def squeeze(markdown: str) -> str:

@@ -36,9 +36,19 @@ PR_SKIP = {"Install"}
 DEPLOY_SKIP = {"Install DVC and boto3 (pinned in the requirements files)", "Fetch the image's wheels"}
 # Needs a public API Gateway URL for its smoke test; tests/aws/test_deploy_lambda.py covers this script end to end.
 DEPLOY_STEP = "Deploy, smoke-test, roll back on failure"
-PROJECT_PATHS = [".github/workflows", "scripts", "stages", "cola", "app", "docker/Dockerfile.lambda",
-                 "docker/requirements-lambda.txt", "docker/fetch-wheels.sh", ".dockerignore", "requirements.txt",
-                 "requirements-dev.txt"]
+PROJECT_PATHS = [
+    ".github/workflows",
+    "scripts",
+    "stages",
+    "cola",
+    "app",
+    "docker/Dockerfile.lambda",
+    "docker/requirements-lambda.txt",
+    "docker/fetch-wheels.sh",
+    ".dockerignore",
+    "requirements.txt",
+    "requirements-dev.txt",
+]
 
 MAKE_BUNDLE = """import json, pathlib, yaml
 version = yaml.safe_load(open("params.yaml"))["export"]["version"]
@@ -100,8 +110,9 @@ class FakeGitHubApi(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         FakeGitHubApi.asked.append(self.path)
-        sha = next((p.split("=", 1)[1] for p in self.path.split("?", 1)[-1].split("&") if p.startswith("head_sha=")),
-                   "")
+        sha = next(
+            (p.split("=", 1)[1] for p in self.path.split("?", 1)[-1].split("&") if p.startswith("head_sha=")), ""
+        )
         body = json.dumps({"total_count": int(sha in FakeGitHubApi.green)}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -162,8 +173,15 @@ def host_env(tmp_path: Path, endpoint: str, **extra: str) -> tuple[dict, Path]:
     """The runner machine: stubs first on PATH; AWS_* only as given (configure-aws-credentials adds keys)."""
     log = install_stubs(tmp_path / "stubs")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GITHUB_"))}
-    env.update({"PATH": f"{tmp_path / 'stubs'}{os.pathsep}{env['PATH']}", "STUB_LOG": str(log),
-                "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true", **extra})
+    env.update(
+        {
+            "PATH": f"{tmp_path / 'stubs'}{os.pathsep}{env['PATH']}",
+            "STUB_LOG": str(log),
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            **extra,
+        }
+    )
     return env, log
 
 
@@ -177,14 +195,27 @@ def run_pr(origin: Path, tmp_path: Path, endpoint: str, head_repo: str = REPO, e
     branch = sh(origin, "git", "rev-parse", "--abbrev-ref", "HEAD")
     clone = ci_clone(origin, tmp_path, endpoint)
     env, log = host_env(tmp_path, endpoint, **(env_extra or {}))
-    event = {"pull_request": {"number": 7, "base": {"ref": "main"},
-                              "head": {"ref": branch, "sha": head, "repo": {"full_name": head_repo}}}}
+    event = {
+        "pull_request": {
+            "number": 7,
+            "base": {"ref": "main"},
+            "head": {"ref": branch, "sha": head, "repo": {"full_name": head_repo}},
+        }
+    }
     runner = Runner(
-        workflow=WORKFLOWS / "pr-report.yml", workdir=clone, event_name="pull_request", event=event,
-        repository=REPO, sha=head, ref="refs/pull/7/merge", host_env=env,
+        workflow=WORKFLOWS / "pr-report.yml",
+        workdir=clone,
+        event_name="pull_request",
+        event=event,
+        repository=REPO,
+        sha=head,
+        ref="refs/pull/7/merge",
+        host_env=env,
         aws_credentials={k: DUMMY_AWS_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
         variables={"AWS_REGION": REGION, "AWS_REPORT_ROLE_ARN": "arn:aws:iam::123456789012:role/cola-pr-report"},
-        secrets={"GITHUB_TOKEN": "ghs_dummy"}, skip=PR_SKIP, artifacts=tmp_path / "artifacts",
+        secrets={"GITHUB_TOKEN": "ghs_dummy"},
+        skip=PR_SKIP,
+        artifacts=tmp_path / "artifacts",
     )
     return runner.run()["report"], log
 
@@ -244,14 +275,21 @@ def test_fork_pr_reports_to_the_summary_green_without_aws(origin, tmp_path, aws_
     Tripwire.hits = []
     tripwire = serve(Tripwire)
     # Keys on the machine, endpoint = the tripwire: any AWS call from any step would be counted.
-    job, log = run_pr(origin, tmp_path, tripwire, head_repo="someone/cola-mlops-fork",
-                      env_extra={k: DUMMY_AWS_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
+    job, log = run_pr(
+        origin,
+        tmp_path,
+        tripwire,
+        head_repo="someone/cola-mlops-fork",
+        env_extra={k: DUMMY_AWS_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
+    )
     assert job.status == "success", job.log
     assert Tripwire.hits == []
     assert job.step("AWS credentials for the DVC remote (same-repository PRs only)").outcome == "skipped"
     assert job.step(CHECK).outcome == "skipped"
-    assert "fork PR: no access to the DVC remote" in job.step(
-        "Check what git alone can show (fork PR, no remote access)").output
+    assert (
+        "fork PR: no access to the DVC remote"
+        in job.step("Check what git alone can show (fork PR, no remote access)").output
+    )
     assert "Pipeline: this PR vs `origin/main`" in job.summary
     assert stub_calls(log, "cml") == []  # read-only token: no comment
 
@@ -267,26 +305,52 @@ def merge_to_main(origin: Path, version: int) -> str:
     return sh(origin, "git", "rev-parse", "HEAD")
 
 
-def run_deploy(origin: Path, tmp_path: Path, endpoint: str, event_name: str, event: dict, ref: str = "refs/heads/main",
-               api: str = ""):
+def run_deploy(
+    origin: Path,
+    tmp_path: Path,
+    endpoint: str,
+    event_name: str,
+    event: dict,
+    ref: str = "refs/heads/main",
+    api: str = "",
+):
     sha = sh(origin, "git", "rev-parse", "main")
     clone = ci_clone(origin, tmp_path, endpoint, name=f"deploy-{len(list(tmp_path.glob('deploy-*')))}")
     env, log = host_env(tmp_path, endpoint, **({"GITHUB_API_URL": api} if api else {}))
     runner = Runner(
-        workflow=WORKFLOWS / "deploy.yml", workdir=clone, event_name=event_name, event=event, repository=REPO,
-        sha=sha, ref=ref, host_env=env,
+        workflow=WORKFLOWS / "deploy.yml",
+        workdir=clone,
+        event_name=event_name,
+        event=event,
+        repository=REPO,
+        sha=sha,
+        ref=ref,
+        host_env=env,
         aws_credentials={k: DUMMY_AWS_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
-        variables={"AWS_REGION": REGION, "AWS_DEPLOY_ROLE_ARN": "arn:aws:iam::123456789012:role/cola-deploy",
-                   "LAMBDA_ROLE_ARN": "arn:aws:iam::123456789012:role/cola-serving-lambda"},
-        secrets={"GITHUB_TOKEN": "ghs_dummy"}, skip=DEPLOY_SKIP, stop_before=DEPLOY_STEP,
+        variables={
+            "AWS_REGION": REGION,
+            "AWS_DEPLOY_ROLE_ARN": "arn:aws:iam::123456789012:role/cola-deploy",
+            "LAMBDA_ROLE_ARN": "arn:aws:iam::123456789012:role/cola-serving-lambda",
+        },
+        secrets={"GITHUB_TOKEN": "ghs_dummy"},
+        skip=DEPLOY_SKIP,
+        stop_before=DEPLOY_STEP,
     )
     return runner.run(), log
 
 
-def ci_completed(sha: str, conclusion: str = "success", event: str = "push", branch: str = "main",
-                 repo: str = REPO) -> dict:
-    return {"workflow_run": {"conclusion": conclusion, "event": event, "head_branch": branch, "head_sha": sha,
-                             "head_repository": {"full_name": repo}}}
+def ci_completed(
+    sha: str, conclusion: str = "success", event: str = "push", branch: str = "main", repo: str = REPO
+) -> dict:
+    return {
+        "workflow_run": {
+            "conclusion": conclusion,
+            "event": event,
+            "head_branch": branch,
+            "head_sha": sha,
+            "head_repository": {"full_name": repo},
+        }
+    }
 
 
 def ecr_tags() -> list[str]:
@@ -303,11 +367,15 @@ def test_deploy_after_green_ci_builds_exactly_the_locked_bundle(origin, tmp_path
     jobs, log = run_deploy(origin, tmp_path, aws_env, "workflow_run", ci_completed(sha))
     assert jobs["gate"].outputs == {"deploy": "true", "sha": sha}, jobs["gate"].log
     assert jobs["deploy"].status == "success", jobs["deploy"].log
-    assert "artifacts/bundle matches dvc.lock" in jobs["deploy"].step(
-        "Pull the serving bundle that dvc.lock records, and verify it").output
+    assert (
+        "artifacts/bundle matches dvc.lock"
+        in jobs["deploy"].step("Pull the serving bundle that dvc.lock records, and verify it").output
+    )
     [build] = [c for c in stub_calls(log, "docker") if c["args"][0] == "build"]
-    assert build["args"][-2].endswith(f"/cola-serving:{sha}") and build["bundle_files"] == ["manifest.json",
-                                                                                            "model.onnx"]
+    assert build["args"][-2].endswith(f"/cola-serving:{sha}") and build["bundle_files"] == [
+        "manifest.json",
+        "model.onnx",
+    ]
     assert ecr_tags() == [sha]
 
 
@@ -326,10 +394,13 @@ def test_deploy_refuses_a_bundle_that_differs_from_dvc_lock(origin, tmp_path, aw
     assert stub_calls(log, "docker") == [] and ecr_tags() == []
 
 
-@pytest.mark.parametrize("ci", [
-    {"conclusion": "failure"},
-    {"event": "pull_request", "repo": "someone/cola-mlops-fork"},  # a fork's branch named main
-])
+@pytest.mark.parametrize(
+    "ci",
+    [
+        {"conclusion": "failure"},
+        {"event": "pull_request", "repo": "someone/cola-mlops-fork"},  # a fork's branch named main
+    ],
+)
 def test_deploy_skipped_unless_ci_passed_on_a_push_to_main(origin, tmp_path, aws_env, ci):
     sha = merge_to_main(origin, 2)
     jobs, log = run_deploy(origin, tmp_path, aws_env, "workflow_run", ci_completed(sha, **ci))
@@ -350,8 +421,7 @@ def test_docs_only_change_does_not_redeploy(origin, tmp_path, aws_env):
 def test_dispatch_from_another_branch_is_refused(origin, tmp_path, aws_env):
     jobs, _ = run_deploy(origin, tmp_path, aws_env, "workflow_dispatch", {}, ref="refs/heads/feature")
     assert jobs["gate"].status == "failure"
-    assert "::error::deploy refused: dispatched on refs/heads/feature; only refs/heads/main deploys" in jobs[
-        "gate"].log
+    assert "::error::deploy refused: dispatched on refs/heads/feature; only refs/heads/main deploys" in jobs["gate"].log
     assert jobs["deploy"].status == "skipped" and ecr_tags() == []
 
 
@@ -375,11 +445,18 @@ def test_fork_pr_with_stale_dvc_lock_is_warned_green_without_aws(origin, tmp_pat
     commit(origin, "fork edits the stage, forgets dvc repro")
     Tripwire.hits = []
     tripwire = serve(Tripwire)
-    job, _ = run_pr(origin, tmp_path, tripwire, head_repo="someone/cola-mlops-fork",
-                    env_extra={k: DUMMY_AWS_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
+    job, _ = run_pr(
+        origin,
+        tmp_path,
+        tripwire,
+        head_repo="someone/cola-mlops-fork",
+        env_extra={k: DUMMY_AWS_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
+    )
     assert job.status == "success", job.log
-    assert "::warning::dvc.lock is stale for export_onnx: make_bundle.py modified" in job.step(
-        "Check what git alone can show (fork PR, no remote access)").output
+    assert (
+        "::warning::dvc.lock is stale for export_onnx: make_bundle.py modified"
+        in job.step("Check what git alone can show (fork PR, no remote access)").output
+    )
     assert Tripwire.hits == []
 
 

@@ -54,13 +54,13 @@ def test_actionlint_passes():
 
 def test_actionlint_catches_a_broken_workflow(tmp_path):
     """Guards the test above against a linter that silently checks nothing."""
-    broken = (WORKFLOWS / "deploy.yml").read_text().replace(
-        "${{ needs.gate.outputs.sha }}", "${{ needs.gate.outputs.shaa }}"
+    broken = (
+        (WORKFLOWS / "deploy.yml")
+        .read_text()
+        .replace("${{ needs.gate.outputs.sha }}", "${{ needs.gate.outputs.shaa }}")
     )
     (tmp_path / "broken.yml").write_text(broken)
-    result = subprocess.run(
-        [actionlint(), "-no-color", str(tmp_path / "broken.yml")], capture_output=True, text=True
-    )
+    result = subprocess.run([actionlint(), "-no-color", str(tmp_path / "broken.yml")], capture_output=True, text=True)
     assert result.returncode == 1 and "shaa" in result.stdout
 
 
@@ -78,8 +78,12 @@ def test_third_party_actions_are_pinned_to_commits(name):
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed (apt-get install shellcheck)")
 def test_actionlint_runs_shellcheck_on_run_steps(tmp_path):
     """With shellcheck on PATH, actionlint flags an unquoted $(...) (SC2046); the real workflows pass above."""
-    broken = (WORKFLOWS / "pr-report.yml").read_text().replace(
-        "run: python scripts/check_reviewed.py pr --no-remote", "run: python -m pip install $(cat requirements.txt)"
+    broken = (
+        (WORKFLOWS / "pr-report.yml")
+        .read_text()
+        .replace(
+            "run: python scripts/check_reviewed.py pr --no-remote", "run: python -m pip install $(cat requirements.txt)"
+        )
     )
     (tmp_path / "broken.yml").write_text(broken)
     result = subprocess.run([actionlint(), "-no-color", str(tmp_path / "broken.yml")], capture_output=True, text=True)
@@ -104,7 +108,9 @@ def test_pr_report_checks_instead_of_retraining_and_updates_one_watermarked_comm
     assert "cml comment update" in run and "cml comment create" not in run
     assert '--watermark-title="cola-pr-report"' in run  # never edits another bot's CML comment
     comment = [line for line in run.splitlines() if "cml comment" in line and not line.lstrip().startswith("#")]
-    assert comment and not any("--publish" in line for line in comment)  # plots go to a workflow artifact, not CML's public asset host
+    assert comment and not any(
+        "--publish" in line for line in comment
+    )  # plots go to a workflow artifact, not CML's public asset host
     assert "$GITHUB_STEP_SUMMARY" in run
 
 

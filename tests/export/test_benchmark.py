@@ -14,8 +14,9 @@ from tests.conftest_bundle import cola_rows
 
 
 @pytest.mark.slow
-def test_benchmark_smoke_run_writes_timing_headline_run_info_and_plots(tiny_model_dir, tiny_variants, tiny_bundle,
-                                                                      tmp_path):
+def test_benchmark_smoke_run_writes_timing_headline_run_info_and_plots(
+    tiny_model_dir, tiny_variants, tiny_bundle, tmp_path
+):
     from stages.benchmark import run
 
     compose_params(tmp_path / "params.yaml", ["benchmark=smoke"])
@@ -44,7 +45,10 @@ def test_benchmark_smoke_run_writes_timing_headline_run_info_and_plots(tiny_mode
             assert set(case) == {"p50_ms", "p95_ms", "p99_ms", "sentences_per_s", "peak_rss_mb"}, name
             assert 0 < case["p50_ms"] <= case["p95_ms"] <= case["p99_ms"], name
     # Each case ran in its own process: the torch one carries torch, the ONNX ones do not.
-    assert metrics["variants"]["pytorch"]["bs1"]["peak_rss_mb"] > metrics["variants"]["ort_int8"]["bs1"]["peak_rss_mb"] + 100
+    assert (
+        metrics["variants"]["pytorch"]["bs1"]["peak_rss_mb"]
+        > metrics["variants"]["ort_int8"]["bs1"]["peak_rss_mb"] + 100
+    )
     assert set(metrics["cold_start_s"]) == {"bundle", "torch_transformers"}
     assert all(seconds > 0 for seconds in metrics["cold_start_s"].values())
 
@@ -67,7 +71,8 @@ def test_benchmark_smoke_run_writes_timing_headline_run_info_and_plots(tiny_mode
         assert peak[bs]["int8_gops"] > 0 and peak[bs]["peak_sentences_per_s"] > 0
         assert peak[bs]["served_sentences_per_s"] == v["bundle"][bs]["sentences_per_s"]
         assert peak[bs]["served_fraction_of_peak"] == pytest.approx(
-            peak[bs]["served_sentences_per_s"] / peak[bs]["peak_sentences_per_s"])
+            peak[bs]["served_sentences_per_s"] / peak[bs]["peak_sentences_per_s"]
+        )
 
     run_info = json.loads((out / "run.json").read_text())
     assert set(run_info["peak"]["served_ops"]) <= {"MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
@@ -107,8 +112,10 @@ def test_headline_compares_only_the_variants_that_ran():
 def test_cpuinfo_fingerprint_keeps_model_and_relevant_vector_flags():
     from stages.benchmark import parse_cpuinfo
 
-    x86 = ("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni avx512_bf16\n"
-           "processor\t: 1\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni avx512_bf16\n")
+    x86 = (
+        "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni avx512_bf16\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni avx512_bf16\n"
+    )
     assert parse_cpuinfo(x86) == ("AMD EPYC 9R14", ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"])
     amx = "model name\t: Intel(R) Xeon(R) Platinum 8488C\nflags\t\t: avx2 avx512f amx_tile amx_int8 avx_vnni\n"
     assert parse_cpuinfo(amx)[1] == ["avx2", "avx512f", "avx_vnni", "amx_tile", "amx_int8"]

@@ -117,8 +117,11 @@ def test_bundle_predictor_serves_without_torch_or_transformers(tiny_bundle, tmp_
     sentences, _ = cola_rows(5)
     result = subprocess.run(
         [sys.executable, "-c", PREDICT, str(tiny_bundle), json.dumps(sentences)],
-        cwd=ROOT, env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     probs_line, modules_line = result.stdout.strip().splitlines()[-2:]

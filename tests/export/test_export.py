@@ -22,7 +22,9 @@ def count(path, op):
 
 def test_fp32_export_matches_pytorch_and_quantised_variants_stay_close(tiny_model_dir, tiny_variants):
     sentences, labels = cola_rows(24)
-    report, logits = ox.compare_variants(tiny_model_dir, tiny_variants, sentences, labels, TINY_MAX_LENGTH, batch_size=8)
+    report, logits = ox.compare_variants(
+        tiny_model_dir, tiny_variants, sentences, labels, TINY_MAX_LENGTH, batch_size=8
+    )
 
     assert report["fp32"]["max_abs_logit_diff"] < 1e-5
     assert report["optimized"]["max_abs_logit_diff"] < 1e-4
@@ -58,8 +60,9 @@ def test_optimizer_fuses_attention_and_int8_quantises_the_weight_matmuls(tiny_va
     assert ox.fused_ops(from_optimized)["QAttention"] == layers
 
 
-def test_static_int8_quantises_only_weight_matmuls_and_does_not_depend_on_the_batch(tiny_model_dir, tiny_variants,
-                                                                                  tiny_static):
+def test_static_int8_quantises_only_weight_matmuls_and_does_not_depend_on_the_batch(
+    tiny_model_dir, tiny_variants, tiny_static
+):
     layers = 2
     # Q, K, V, attention output and the two feed-forward MatMuls per layer get an int8 weight (DequantizeLinear);
     # the two attention-score MatMuls per layer stay fp32, as do the pooler and classifier (Gemm).
@@ -82,8 +85,17 @@ def test_static_int8_quantises_only_weight_matmuls_and_does_not_depend_on_the_ba
 def test_preoptimised_bundle_loads_without_reoptimising_and_serves_the_same(tiny_model_dir, tiny_static, tmp_path):
     sentences, _ = cola_rows(24)
     bundle = tmp_path / "bundle"
-    ox.write_bundle(bundle, tiny_static, ox.bundle_tokenizer(tiny_model_dir, TINY_MAX_LENGTH),
-                    ox.model_labels(tiny_model_dir), TINY_MAX_LENGTH, "int8_static", {}, {}, preoptimize_level="extended")
+    ox.write_bundle(
+        bundle,
+        tiny_static,
+        ox.bundle_tokenizer(tiny_model_dir, TINY_MAX_LENGTH),
+        ox.model_labels(tiny_model_dir),
+        TINY_MAX_LENGTH,
+        "int8_static",
+        {},
+        {},
+        preoptimize_level="extended",
+    )
     config = json.loads((bundle / "config.json").read_text())
     assert config["graph_optimization_level"] == "disable"
     assert config["optimized_by_onnxruntime"] == ort.__version__
@@ -105,8 +117,9 @@ def test_preoptimised_bundle_loads_without_reoptimising_and_serves_the_same(tiny
     for level, version in (("disable", "0.0.1"), ("fast", ort.__version__)):
         copy = tmp_path / f"copy_{level}"
         shutil.copytree(bundle, copy)
-        (copy / "config.json").write_text(json.dumps(config | {"graph_optimization_level": level,
-                                                               "optimized_by_onnxruntime": version}))
+        (copy / "config.json").write_text(
+            json.dumps(config | {"graph_optimization_level": level, "optimized_by_onnxruntime": version})
+        )
         write_manifest(copy, {}, {})
         if level == "fast":
             with pytest.raises(BundleError, match=r"config.json: graph_optimization_level 'fast'"):
@@ -145,8 +158,9 @@ def test_export_stage_writes_variants_bundle_and_metrics(tiny_model_dir, tmp_pat
     compose_params(tmp_path / "params.yaml", ["export.max_mcc_drop=1.0"])  # a random model's MCC is noise
     params = load_params(tmp_path / "params.yaml")
 
-    metrics = run(tiny_model_dir, test_data, tmp_path / "onnx", tmp_path / "bundle", tmp_path / "metrics.json",
-                  params, train_data)
+    metrics = run(
+        tiny_model_dir, test_data, tmp_path / "onnx", tmp_path / "bundle", tmp_path / "metrics.json", params, train_data
+    )
 
     assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == sorted(ox.VARIANT_FILES.values())
     manifest = verify_manifest(tmp_path / "bundle")
@@ -155,8 +169,9 @@ def test_export_stage_writes_variants_bundle_and_metrics(tiny_model_dir, tmp_pat
     config = json.loads((tmp_path / "bundle" / "config.json").read_text())
     assert config["labels"] == ["unacceptable", "acceptable"] and config["variant"] == "int8_static"
     assert config["graph_optimization_level"] == "disable"  # export.preoptimize: extended
-    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(
-        {"parity": metrics["parity"], "served": metrics["served"]}))  # the DVC metric: what a person compares
+    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(
+        json.dumps({"parity": metrics["parity"], "served": metrics["served"]})
+    )  # the DVC metric: what a person compares
     assert json.loads((tmp_path / "variants.json").read_text()) == json.loads(json.dumps(metrics["variants"]))
     assert metrics["parity"]["fp32_label_agreement"] == 1.0
     assert metrics["variants"]["int8"]["size_mb"] < metrics["variants"]["fp32"]["size_mb"]
@@ -171,9 +186,18 @@ def test_export_stage_refuses_a_served_variant_that_loses_too_much_mcc(tiny_mode
     pd.DataFrame({"sentence": sentences, "label": labels}).to_parquet(tmp_path / "test.parquet")
     read_tsv(FIXTURE_COLA / "train.tsv").to_parquet(tmp_path / "train.parquet")
     compose_params(tmp_path / "params.yaml", ["export.max_mcc_drop=-1.0"])  # no variant can pass: the gate must fire
-    with pytest.raises(ox.ExportError, match=r"the served variant int8_static scores test MCC .* export.max_mcc_drop=-1.0"):
-        run(tiny_model_dir, tmp_path / "test.parquet", tmp_path / "onnx", tmp_path / "bundle", tmp_path / "metrics.json",
-            load_params(tmp_path / "params.yaml"), tmp_path / "train.parquet")
+    with pytest.raises(
+        ox.ExportError, match=r"the served variant int8_static scores test MCC .* export.max_mcc_drop=-1.0"
+    ):
+        run(
+            tiny_model_dir,
+            tmp_path / "test.parquet",
+            tmp_path / "onnx",
+            tmp_path / "bundle",
+            tmp_path / "metrics.json",
+            load_params(tmp_path / "params.yaml"),
+            tmp_path / "train.parquet",
+        )
     assert not (tmp_path / "bundle").exists()  # the gate fires before a bundle is written
 
 
@@ -198,8 +222,15 @@ def test_a_mean_pooling_model_with_a_tuned_threshold_exports_and_serves_its_rule
     read_tsv(FIXTURE_COLA / "train.tsv").to_parquet(tmp_path / "train.parquet")
     compose_params(tmp_path / "params.yaml", ["export.max_mcc_drop=1.0"])
 
-    metrics = run(model_dir, tmp_path / "test.parquet", tmp_path / "onnx", tmp_path / "bundle",
-                  tmp_path / "metrics.json", load_params(tmp_path / "params.yaml"), tmp_path / "train.parquet")
+    metrics = run(
+        model_dir,
+        tmp_path / "test.parquet",
+        tmp_path / "onnx",
+        tmp_path / "bundle",
+        tmp_path / "metrics.json",
+        load_params(tmp_path / "params.yaml"),
+        tmp_path / "train.parquet",
+    )
 
     assert metrics["parity"]["fp32_label_agreement"] == 1.0
     assert metrics["variants"]["fp32"]["threshold"] == 0.47

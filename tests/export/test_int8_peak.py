@@ -27,7 +27,9 @@ def test_microbenchmark_graph_computes_the_int8_matmul(op):
         expected = a @ (weight * 0.01)
     result = session.run(None, {"A": a})[0]
     assert result.shape == (7, 80)
-    np.testing.assert_allclose(result, expected, atol=1e-3 if op == "MatMulIntegerToFloat" else 0.05 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        result, expected, atol=1e-3 if op == "MatMulIntegerToFloat" else 0.05 * np.abs(expected).max()
+    )
 
 
 def test_served_ops_are_found_and_an_fp32_model_has_no_int8_peak(tiny_variants):
@@ -37,8 +39,9 @@ def test_served_ops_are_found_and_an_fp32_model_has_no_int8_peak(tiny_variants):
 
 
 def test_peak_counts_the_encoder_macs_and_reports_each_batch_size(tiny_variants):
-    peak = int8_peak.int8_peak(tiny_variants["int8"], hidden=32, ffn=64, layers=2, mean_tokens=10.0,
-                               batch_sizes=[1, 4], seconds=0.0)
+    peak = int8_peak.int8_peak(
+        tiny_variants["int8"], hidden=32, ffn=64, layers=2, mean_tokens=10.0, batch_sizes=[1, 4], seconds=0.0
+    )
     assert peak["int8_macs_per_sentence"] == 2 * (4 * 32 * 32 + 2 * 32 * 64) * 10
     assert peak["fp32_attention_macs_per_sentence"] == 2 * 2 * 10**2 * 32
     assert [peak["bs1"]["m_rows"], peak["bs4"]["m_rows"]] == [10, 40]

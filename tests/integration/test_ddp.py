@@ -21,8 +21,9 @@ DDP = ["train.strategy=ddp", "train.devices=2", "train.accelerator=cpu"]
 
 def run_stage(project, stage: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(project), "WANDB_MODE": "disabled"}
-    result = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=project, env=env, capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}"], cwd=project, env=env, capture_output=True, text=True, timeout=900
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"stages.{stage} failed:\n{output[-4000:]}"
     return output
@@ -32,8 +33,17 @@ def test_ddp_on_two_cpu_processes_trains_and_only_rank_0_writes(tmp_path, cola_d
     project = tmp_path / "project"
     for name in ("cola", "stages", "app", "conf"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    compose_params(project / "params.yaml", ["train=smoke", f"data.local_dir={cola_dir}", "data.max_train_rows=240",
-                                             "data.max_test_rows=48", "model.tune_threshold=true", *DDP])
+    compose_params(
+        project / "params.yaml",
+        [
+            "train=smoke",
+            f"data.local_dir={cola_dir}",
+            "data.max_train_rows=240",
+            "data.max_test_rows=48",
+            "model.tune_threshold=true",
+            *DDP,
+        ],
+    )
     shutil.copytree(cola_dir, project / "data" / "raw")  # what `stages.get_data` puts there (and DVC-tracks)
     run_stage(project, "prepare")
 
@@ -43,16 +53,28 @@ def test_ddp_on_two_cpu_processes_trains_and_only_rank_0_writes(tmp_path, cola_d
     assert output.count("train: best val/mcc") == 1  # rank 1 returned before writing anything
     model_dir = project / "models" / "model"
     assert sorted(p.name for p in model_dir.iterdir()) == [
-        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     assert sorted(p.name for p in (project / "reports" / "train").iterdir()) == [
-        "metrics.json", "misclassified_validation.csv", "params.yaml", "plots"]
+        "metrics.json",
+        "misclassified_validation.csv",
+        "params.yaml",
+        "plots",
+    ]
 
     sys.path.insert(0, str(project))  # the copy's modules are the ones under test; identical to ours
     try:
         from cola.model import load_classifier, load_tokenizer, predict_proba
 
-        probs = predict_proba(load_classifier(str(model_dir)), load_tokenizer(str(model_dir)),
-                              ["the cat sat on the mat", "mat the on sat cat the"], max_length=64)
+        probs = predict_proba(
+            load_classifier(str(model_dir)),
+            load_tokenizer(str(model_dir)),
+            ["the cat sat on the mat", "mat the on sat cat the"],
+            max_length=64,
+        )
     finally:
         sys.path.remove(str(project))
     assert probs.shape == (2, 2) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)

@@ -21,8 +21,17 @@ from tests import pipeline_rules as rules
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-PROJECT = ["cola", "stages", "app", "conf", "dvc.yaml", ".dvc/config", ".dvc/.gitignore", ".gitignore",
-           "pyproject.toml"]
+PROJECT = [
+    "cola",
+    "stages",
+    "app",
+    "conf",
+    "dvc.yaml",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".gitignore",
+    "pyproject.toml",
+]
 # Smoke settings, written into the copy's conf/config.yaml so `dvc exp run` (which recomposes) keeps them.
 SMOKE_DEFAULTS = {"train: default": "train: smoke", "benchmark: default": "benchmark: smoke"}
 SMOKE_VALUES = {"data": {"max_train_rows": 240, "max_test_rows": 48}}
@@ -78,13 +87,25 @@ def first_repro(repo):
 
 def test_first_repro_runs_every_stage_and_writes_outputs(repo, first_repro, cola_dir):
     assert ran_stages(first_repro) == default_stages(repo)
-    for path in ["data/prepared/train.parquet", "data/prepared/validation.parquet", "data/prepared/test.parquet",
-                 "data/prepared/summary.json", "data/reference/stats.json", "models/model/config.json",
-                 "models/model/model.safetensors", "reports/train/metrics.json",
-                 "reports/train/misclassified_validation.csv", "reports/evaluate/metrics.json",
-                 "reports/evaluate/plots/confusion.json", "reports/evaluate/misclassified.csv",
-                 "artifacts/bundle/model.onnx", "artifacts/bundle/manifest.json", "reports/export/metrics.json",
-                 "reports/benchmark/metrics.json", "dvc.lock"]:
+    for path in [
+        "data/prepared/train.parquet",
+        "data/prepared/validation.parquet",
+        "data/prepared/test.parquet",
+        "data/prepared/summary.json",
+        "data/reference/stats.json",
+        "models/model/config.json",
+        "models/model/model.safetensors",
+        "reports/train/metrics.json",
+        "reports/train/misclassified_validation.csv",
+        "reports/evaluate/metrics.json",
+        "reports/evaluate/plots/confusion.json",
+        "reports/evaluate/misclassified.csv",
+        "artifacts/bundle/model.onnx",
+        "artifacts/bundle/manifest.json",
+        "reports/export/metrics.json",
+        "reports/benchmark/metrics.json",
+        "dvc.lock",
+    ]:
         assert (repo / path).is_file(), f"{path} was not written"
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert set(lock) == default_stages(repo)

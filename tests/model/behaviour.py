@@ -22,7 +22,9 @@ def p_acceptable(predictor: BundlePredictor, texts: list[str]) -> np.ndarray:
 def minimal_pairs(predictor: BundlePredictor) -> tuple[float, dict[str, float]]:
     """Share of pairs where the acceptable sentence gets the higher P(acceptable): overall and per phenomenon."""
     pairs = pd.read_csv(PAIRS, sep="\t")
-    better = p_acceptable(predictor, pairs["acceptable"].tolist()) > p_acceptable(predictor, pairs["unacceptable"].tolist())
+    better = p_acceptable(predictor, pairs["acceptable"].tolist()) > p_acceptable(
+        predictor, pairs["unacceptable"].tolist()
+    )
     by_phenomenon = pairs.assign(better=better).groupby("phenomenon")["better"].mean()
     return float(better.mean()), {k: round(float(v), 3) for k, v in by_phenomenon.items()}
 
@@ -58,4 +60,6 @@ def final_period_invariance(predictor: BundlePredictor, sentences: list[str]) ->
 
 def trailing_whitespace_change(predictor: BundlePredictor, sentences: list[str]) -> float:
     """Invariance: the largest change in P(acceptable) from appending spaces, a tab and a newline."""
-    return float(np.abs(p_acceptable(predictor, sentences) - p_acceptable(predictor, [s + "  \t\n" for s in sentences])).max())
+    return float(
+        np.abs(p_acceptable(predictor, sentences) - p_acceptable(predictor, [s + "  \t\n" for s in sentences])).max()
+    )

@@ -33,10 +33,15 @@ def write_reference(bundle_dir: Path, folder: Path) -> dict:
     # a quarter (prepare holds out 10 % of real CoLA's 8551 rows): enough rows for stable KS/PSI on the fixture
     pick = np.random.default_rng(42).choice(len(texts), len(texts) // 4, replace=False)
     pd.DataFrame({"sentence": [texts[i] for i in pick], "label": [labels[i] for i in pick]}).to_parquet(
-        folder / "validation.parquet")
+        folder / "validation.parquet"
+    )
     monitor = yaml.safe_load((ROOT / "conf" / "monitor" / "default.yaml").read_text())
-    monitor.update(reference_stats=str(folder / "stats.json"), held_out=str(folder / "validation.parquet"),
-                   bundle_dir=str(bundle_dir), out_dir=str(folder / "out"))
+    monitor.update(
+        reference_stats=str(folder / "stats.json"),
+        held_out=str(folder / "validation.parquet"),
+        bundle_dir=str(bundle_dir),
+        out_dir=str(folder / "out"),
+    )
     (folder / "params.yaml").write_text(yaml.safe_dump({"monitor": monitor}))
     return {"predictor": predictor, "params": folder / "params.yaml", "out": folder / "out", "folder": folder}
 

@@ -57,23 +57,36 @@ def streams(seed: int = 0, directory: Path = COLA_DIR) -> dict[str, list[str]]:
     }
 
 
-def prediction_records(predictor: BundlePredictor, texts: list[str], start: datetime | None = None,
-                       batch: int = 64) -> list[dict]:
+def prediction_records(
+    predictor: BundlePredictor, texts: list[str], start: datetime | None = None, batch: int = 64
+) -> list[dict]:
     """The app's prediction log records for `texts`, one second apart."""
     start = start or datetime(2026, 1, 1, tzinfo=UTC)
     records = []
     for i in range(0, len(texts), batch):
-        chunk = texts[i:i + batch]
+        chunk = texts[i : i + batch]
         result = predictor.run(chunk)
-        for j, (text, probs, tokens, unk) in enumerate(zip(chunk, result.probs, result.tokens, result.unk_rates, strict=True)):
+        for j, (text, probs, tokens, unk) in enumerate(
+            zip(chunk, result.probs, result.tokens, result.unk_rates, strict=True)
+        ):
             best = int(np.argmax(probs))
-            records.append({
-                "ts": (start + timedelta(seconds=i + j)).isoformat(), "level": "INFO", "event": "prediction",
-                "request_id": uuid.uuid4().hex, "model_version": predictor.version,
-                "label": predictor.labels[best], "confidence": float(probs[best]),
-                "prob_acceptable": float(probs[predictor.labels.index("acceptable")]), "latency_ms": 0.0,
-                "chars": len(text), "tokens": tokens, "unk_rate": unk, "upper_ratio": upper_ratio(text),
-            })
+            records.append(
+                {
+                    "ts": (start + timedelta(seconds=i + j)).isoformat(),
+                    "level": "INFO",
+                    "event": "prediction",
+                    "request_id": uuid.uuid4().hex,
+                    "model_version": predictor.version,
+                    "label": predictor.labels[best],
+                    "confidence": float(probs[best]),
+                    "prob_acceptable": float(probs[predictor.labels.index("acceptable")]),
+                    "latency_ms": 0.0,
+                    "chars": len(text),
+                    "tokens": tokens,
+                    "unk_rate": unk,
+                    "upper_ratio": upper_ratio(text),
+                }
+            )
     return records
 
 
@@ -89,9 +102,13 @@ def reference_stats(predictor: BundlePredictor) -> dict:
     texts, labels = read_tsv("train.tsv")
     tokens, unk = predictor.token_stats(texts)
     acceptable = float(np.mean(labels))
-    return {"n_rows": len(texts), "label_balance": {"acceptable": acceptable, "unacceptable": 1 - acceptable},
-            "char_length": {"values": [len(t) for t in texts]}, "token_length": {"values": tokens},
-            "unk_rate": {"mean": float(np.mean(unk)), "values": unk}}
+    return {
+        "n_rows": len(texts),
+        "label_balance": {"acceptable": acceptable, "unacceptable": 1 - acceptable},
+        "char_length": {"values": [len(t) for t in texts]},
+        "token_length": {"values": tokens},
+        "unk_rate": {"mean": float(np.mean(unk)), "values": unk},
+    }
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def moto_endpoint():
     port = free_port()
-    server = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        ["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -40,9 +41,13 @@ def moto_endpoint():
 
 @pytest.fixture()
 def aws_env(moto_endpoint, monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",  # dummy credentials
-                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-                        "AWS_ENDPOINT_URL": moto_endpoint}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",  # dummy credentials
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": moto_endpoint,
+    }.items():
         monkeypatch.setenv(name, value)
     return boto3.client("logs")
 
@@ -51,7 +56,7 @@ def put_lines(client, stream, lines_with_times):
     client.create_log_stream(logGroupName=GROUP, logStreamName=stream)
     events = [{"timestamp": int(t.timestamp() * 1000), "message": line} for line, t in lines_with_times]
     for i in range(0, len(events), 500):
-        client.put_log_events(logGroupName=GROUP, logStreamName=stream, logEvents=events[i:i + 500])
+        client.put_log_events(logGroupName=GROUP, logStreamName=stream, logEvents=events[i : i + 500])
 
 
 def test_monitor_reads_a_lambda_log_group(tiny_reference, aws_env):
@@ -66,8 +71,11 @@ def test_monitor_reads_a_lambda_log_group(tiny_reference, aws_env):
         line = json.dumps(record)
         if i % 2:  # Lambda's logging format puts a prefix before the message
             line = f"{t.isoformat()}\t{record['request_id']}\tINFO\t{line}"
-        lines += [(line, t), (json.dumps({"_aws": {"Timestamp": 1}, "Latency": 2.0}), t),  # EMF record
-                  (f"START RequestId: {record['request_id']} Version: $LATEST", t)]
+        lines += [
+            (line, t),
+            (json.dumps({"_aws": {"Timestamp": 1}, "Latency": 2.0}), t),  # EMF record
+            (f"START RequestId: {record['request_id']} Version: $LATEST", t),
+        ]
     put_lines(client, "2026/01/01/[$LATEST]a", lines)
     old = streams.prediction_records(tiny_reference["predictor"], ["an old sentence"] * 40)
     put_lines(client, "2026/01/01/[$LATEST]b", [(json.dumps(r), now - timedelta(hours=30)) for r in old])

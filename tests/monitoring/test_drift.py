@@ -41,9 +41,15 @@ def test_label_chi_square():
 def synthetic(n, length_mean=40.0, acceptable=0.7, confidence=0.85, unk=0.0, upper=0.0):
     chars = rng.normal(length_mean, 15, n).clip(5)
     tokens = np.round(chars / 3.6) + 2
-    return {"char_length": chars, "token_length": tokens, "token_density": tokens / chars,
-            "confidence": rng.normal(confidence, 0.08, n).clip(0.5, 1), "label": (rng.uniform(size=n) < acceptable).astype(int),
-            "unk_rate": np.full(n, unk), "upper_ratio": np.full(n, upper)}
+    return {
+        "char_length": chars,
+        "token_length": tokens,
+        "token_density": tokens / chars,
+        "confidence": rng.normal(confidence, 0.08, n).clip(0.5, 1),
+        "label": (rng.uniform(size=n) < acceptable).astype(int),
+        "unk_rate": np.full(n, unk),
+        "upper_ratio": np.full(n, upper),
+    }
 
 
 def alerted(checks):
@@ -61,7 +67,10 @@ def test_compare_raises_no_alert_for_a_sample_of_the_reference():
     ("change", "expected"),
     [
         # [CLS]/[SEP] weigh less in longer inputs, so tokens per character moves too
-        ({"length_mean": 150.0}, {(f, s) for f in ("char_length", "token_length", "token_density") for s in ("psi", "ks")}),
+        (
+            {"length_mean": 150.0},
+            {(f, s) for f in ("char_length", "token_length", "token_density") for s in ("psi", "ks")},
+        ),
         ({"acceptable": 0.3}, {("predicted_label", "acceptable_share_shift")}),
         ({"confidence": 0.6}, {("confidence", "psi"), ("confidence", "ks")}),
         ({"unk": 0.2}, {("unk_rate", "mean_shift")}),

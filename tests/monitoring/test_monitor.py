@@ -68,8 +68,12 @@ def test_capitals_are_visible_from_logged_text_when_upper_ratio_is_absent(tiny_r
 def test_other_log_lines_are_skipped(tiny_reference, tmp_path):
     records = streams.prediction_records(tiny_reference["predictor"], STREAMS["replay"][:120])
     log = tmp_path / "mixed.jsonl"
-    noise = ['{"ts":"2026-01-01T00:00:00Z","event":"request","status":200}', "plain text from a library",
-             '{"_aws":{"Timestamp":1},"Latency":3.0}', "{broken json"]
+    noise = [
+        '{"ts":"2026-01-01T00:00:00Z","event":"request","status":200}',
+        "plain text from a library",
+        '{"_aws":{"Timestamp":1},"Latency":3.0}',
+        "{broken json",
+    ]
     log.write_text("\n".join(noise + [json.dumps(r) for r in records]) + "\n")
     assert len(monitor.read_log_file(log)) == 120
 

@@ -30,8 +30,12 @@ def require(program: str) -> str:
 
 
 def test_promtool_rule_unit_tests_pass():
-    result = subprocess.run([require("promtool"), "test", "rules", "tests/cola.rules.test.yml"], cwd=MONITORING,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [require("promtool"), "test", "rules", "tests/cola.rules.test.yml"],
+        cwd=MONITORING,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -43,29 +47,45 @@ def test_promtool_fails_a_wrong_expectation(tmp_path):
     first = tests["tests"][0]["alert_rule_test"][0]  # api down is *not* firing at 2m...
     first["exp_alerts"] = [{"exp_labels": {"severity": "critical", "job": "cola-api", "instance": "api:8000"}}]
     (tmp_path / "wrong.yml").write_text(yaml.safe_dump(tests))
-    result = subprocess.run([require("promtool"), "test", "rules", str(tmp_path / "wrong.yml")], capture_output=True, text=True)
+    result = subprocess.run(
+        [require("promtool"), "test", "rules", str(tmp_path / "wrong.yml")], capture_output=True, text=True
+    )
     assert result.returncode != 0 and "ColaApiDown" in result.stdout + result.stderr
 
 
 def test_shipped_configs_are_valid():
-    for args in (["promtool", "check", "rules", "rules/cola.yml"], ["promtool", "check", "config", "prometheus.yml"],
-                 ["amtool", "check-config", "alertmanager.yml"]):
+    for args in (
+        ["promtool", "check", "rules", "rules/cola.yml"],
+        ["promtool", "check", "config", "prometheus.yml"],
+        ["amtool", "check-config", "alertmanager.yml"],
+    ):
         result = subprocess.run([require(args[0]), *args[1:]], cwd=MONITORING, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
     dashboard = json.loads((MONITORING / "grafana" / "dashboards" / "cola.json").read_text())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
-    for metric in ("cola_requests_total", "cola_request_latency_seconds_bucket", "cola_predictions_total",
-                   "cola_prediction_confidence", "cola_input_chars", "cola_input_tokens", "cola_unk_rate", "cola_model_info"):
+    for metric in (
+        "cola_requests_total",
+        "cola_request_latency_seconds_bucket",
+        "cola_predictions_total",
+        "cola_prediction_confidence",
+        "cola_input_chars",
+        "cola_input_tokens",
+        "cola_unk_rate",
+        "cola_model_info",
+    ):
         assert metric in exprs, f"dashboard has no panel for {metric}"
     template = json.loads((MONITORING / "opensearch" / "index-template.json").read_text())
     mapped = set(template["template"]["mappings"]["properties"])
     assert set(monitor.REQUIRED_FIELDS) | {"request_id", "model_version", "latency_ms", "prob_acceptable"} <= mapped
-    objects = [json.loads(line) for line in (MONITORING / "opensearch" / "saved-objects.ndjson").read_text().splitlines()]
+    objects = [
+        json.loads(line) for line in (MONITORING / "opensearch" / "saved-objects.ndjson").read_text().splitlines()
+    ]
     ids = {o["id"] for o in objects}
     assert all(ref["id"] in ids for o in objects for ref in o["references"])
 
 
 # ---- live stack --------------------------------------------------------------------------------------------------
+
 
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=5) as response:
@@ -125,21 +145,41 @@ def test_live_stack_fires_confidence_collapse_for_a_random_model(tiny_bundle, tm
     app_log = tmp_path / "app.jsonl"
     with (
         process([sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(api)], app_log, app_env),
-        process([require("prometheus-alertmanager"), f"--config.file={MONITORING / 'alertmanager.yml'}",
-                 f"--storage.path={tmp_path / 'am'}", f"--web.listen-address=127.0.0.1:{am}",
-                 "--cluster.listen-address="], tmp_path / "alertmanager.log"),
-        process([require("prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom}"],
-                tmp_path / "prometheus.log"),
+        process(
+            [
+                require("prometheus-alertmanager"),
+                f"--config.file={MONITORING / 'alertmanager.yml'}",
+                f"--storage.path={tmp_path / 'am'}",
+                f"--web.listen-address=127.0.0.1:{am}",
+                "--cluster.listen-address=",
+            ],
+            tmp_path / "alertmanager.log",
+        ),
+        process(
+            [
+                require("prometheus"),
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom}",
+            ],
+            tmp_path / "prometheus.log",
+        ),
     ):
         wait_for("the app to be ready", lambda: get_json(f"http://127.0.0.1:{api}/ready")["status"] == "ready")
-        wait_for("Prometheus to scrape the app", lambda: any(
-            t["health"] == "up" for t in get_json(f"http://127.0.0.1:{prom}/api/v1/targets")["data"]["activeTargets"]))
+        wait_for(
+            "Prometheus to scrape the app",
+            lambda: any(
+                t["health"] == "up"
+                for t in get_json(f"http://127.0.0.1:{prom}/api/v1/targets")["data"]["activeTargets"]
+            ),
+        )
 
         sentences = streams.streams()["replay"][:240]
         for i in range(0, len(sentences), 40):  # 6 requests of 40 sentences: a random model is ~50% confident
-            body = json.dumps({"text": sentences[i:i + 40]}).encode()
-            request = urllib.request.Request(f"http://127.0.0.1:{api}/predict", body, {"Content-Type": "application/json"})
+            body = json.dumps({"text": sentences[i : i + 40]}).encode()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{api}/predict", body, {"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(request, timeout=30) as response:
                 assert response.status == 200
 
@@ -149,12 +189,18 @@ def test_live_stack_fires_confidence_collapse_for_a_random_model(tiny_bundle, tm
 
         names = wait_for("ColaConfidenceCollapse to fire", lambda: "ColaConfidenceCollapse" in firing() and firing())
         assert "ColaHighErrorRate" not in names and "ColaApiDown" not in names
-        received = wait_for("Alertmanager to receive the alert", lambda: {
-            a["labels"]["alertname"] for a in get_json(f"http://127.0.0.1:{am}/api/v2/alerts")} & {"ColaConfidenceCollapse"})
+        received = wait_for(
+            "Alertmanager to receive the alert",
+            lambda: (
+                {a["labels"]["alertname"] for a in get_json(f"http://127.0.0.1:{am}/api/v2/alerts")}
+                & {"ColaConfidenceCollapse"}
+            ),
+        )
         assert received == {"ColaConfidenceCollapse"}
 
     # The app's own log lines are what the drift monitor reads.
     records = monitor.read_log_file(app_log)
-    assert len(records) == 240 and {r["model_version"] for r in records} == {json.loads(
-        (tiny_bundle / "manifest.json").read_text())["version"]}
+    assert len(records) == 240 and {r["model_version"] for r in records} == {
+        json.loads((tiny_bundle / "manifest.json").read_text())["version"]
+    }
     assert all("text" not in r for r in records)  # raw text is off by default

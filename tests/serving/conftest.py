@@ -84,7 +84,9 @@ def wait_ready(url: str, process: subprocess.Popen, limit_s: float = 60) -> None
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}")
+            raise RuntimeError(
+                f"server exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}"
+            )
         try:
             with urllib.request.urlopen(url + "/ready", timeout=2) as response:
                 if response.status == 200:

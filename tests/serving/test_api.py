@@ -69,7 +69,11 @@ def test_get_predict_matches_post(client):
 
 def test_health_ready_page_docs(client, predictor):
     assert client.get("/health").json() == {"status": "ok"}
-    assert client.get("/ready").json() == {"status": "ready", "model_version": predictor.version, "variant": predictor.variant}
+    assert client.get("/ready").json() == {
+        "status": "ready",
+        "model_version": predictor.version,
+        "variant": predictor.variant,
+    }
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'id="sentences"' in page.text
@@ -104,7 +108,9 @@ BAD_POSTS = [
 ]
 
 
-@pytest.mark.parametrize("body,content_type,status,code", BAD_POSTS, ids=[f"{i}-{c[3]}" for i, c in enumerate(BAD_POSTS)])
+@pytest.mark.parametrize(
+    "body,content_type,status,code", BAD_POSTS, ids=[f"{i}-{c[3]}" for i, c in enumerate(BAD_POSTS)]
+)
 def test_bad_post_is_a_clear_4xx(client, body, content_type, status, code):
     response = client.post("/predict", content=body, headers={"content-type": content_type})
     assert response.status_code == status, response.text
@@ -170,7 +176,11 @@ def test_prediction_and_request_log_lines(client, log_lines, predictor):
     assert predictions[1]["unk_rate"] > 0  # ☃ is not in the vocabulary
     assert (predictions[0]["upper_ratio"], predictions[1]["upper_ratio"]) == (round(1 / 9, 4), round(4 / 7, 4))
     (request,) = [r for r in log_lines("request") if r["request_id"] == "req-1"]
-    assert {k: request[k] for k in ("method", "path", "status")} == {"method": "POST", "path": "/predict", "status": 200}
+    assert {k: request[k] for k in ("method", "path", "status")} == {
+        "method": "POST",
+        "path": "/predict",
+        "status": 200,
+    }
     assert request["latency_ms"] > 0
 
 

@@ -36,7 +36,9 @@ class GatedModel:
 
 
 def batcher_for(model, max_batch=8, max_queued_tokens=10_000, queue_budget_s=10.0, stats=None) -> MicroBatcher:
-    return MicroBatcher(model, max_batch, max_queued_tokens, queue_budget_s, (stats.append if stats is not None else lambda s: None))
+    return MicroBatcher(
+        model, max_batch, max_queued_tokens, queue_budget_s, (stats.append if stats is not None else lambda s: None)
+    )
 
 
 async def started(model: GatedModel, calls: int = 1) -> None:

@@ -81,7 +81,9 @@ def test_long_list_body_stays_within_the_app_limits():
 
 
 def test_prometheus_samples():
-    text = '# HELP x\ncola_rejected_total{reason="queue_full"} 3.0\ncola_rejected_total{reason="deadline"} 0.0\nother 1\n'
+    text = (
+        '# HELP x\ncola_rejected_total{reason="queue_full"} 3.0\ncola_rejected_total{reason="deadline"} 0.0\nother 1\n'
+    )
     assert loadgen.prometheus_samples(text, ("cola_rejected_total",)) == {
         'cola_rejected_total{reason="queue_full"}': 3.0,
         'cola_rejected_total{reason="deadline"}': 0.0,
@@ -133,7 +135,12 @@ def test_http_client_on_a_loopback_server():
 
     ok, refused, dropped = asyncio.run(go())
     assert (ok.status, ok.fresh_connection) == (200, True)
-    assert (refused.status, refused.error_code, refused.retry_after, refused.fresh_connection) == (503, "overloaded", "2", False)
+    assert (refused.status, refused.error_code, refused.retry_after, refused.fresh_connection) == (
+        503,
+        "overloaded",
+        "2",
+        False,
+    )
     assert dropped.status is None and dropped.error in ("eof", "reset") and dropped.sent is not None
 
 

@@ -86,7 +86,9 @@ def test_api_image(image):
     assert "No module named 'torch'" in listing
     port = free_port()
     name = f"cola-api-{uuid.uuid4().hex[:8]}"
-    podman("run", "-d", "--name", name, "--network", "host", "-e", "COLA_HOST=127.0.0.1", "-e", f"COLA_PORT={port}", tag)
+    podman(
+        "run", "-d", "--name", name, "--network", "host", "-e", "COLA_HOST=127.0.0.1", "-e", f"COLA_PORT={port}", tag
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/ready", name)
         request = urllib.request.Request(

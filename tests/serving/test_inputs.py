@@ -95,7 +95,9 @@ def test_schema_and_validator_agree_on_generated_bodies(body):
     assert len(set(verdicts.values())) == 1, verdicts
 
 
-@pytest.mark.parametrize("raw", [b'{"text": "\\ud800"}', b'{"text": ["ok", "a\\udfffb"]}', b'{"text": "\\ude00\\ud83d"}'])
+@pytest.mark.parametrize(
+    "raw", [b'{"text": "\\ud800"}', b'{"text": ["ok", "a\\udfffb"]}', b'{"text": "\\ude00\\ud83d"}']
+)
 def test_lone_surrogates_are_invalid_text(raw):
     # Not expressible as a portable pattern; the schema's description says so, and the API answers 422.
     with pytest.raises(InputError) as err:

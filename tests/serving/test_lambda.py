@@ -44,9 +44,7 @@ def lambda_module(tiny_bundle):
         sys.modules.pop("app.lambda_handler", None)
 
 
-@pytest.mark.parametrize(
-    "event_file,n", [("apigw_rest_v1.json", 2), ("http_api_v2.json", 1), ("function_url.json", 1)]
-)
+@pytest.mark.parametrize("event_file,n", [("apigw_rest_v1.json", 2), ("http_api_v2.json", 1), ("function_url.json", 1)])
 def test_http_events(lambda_module, event_file, n):
     response = lambda_module.handler(load_event(event_file), Context())
     assert response["statusCode"] == 200

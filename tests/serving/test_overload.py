@@ -81,7 +81,9 @@ def test_work_over_the_queue_limit_gets_503_with_retry_after(predictor, settings
         await until(lambda: gate.calls)
         second = asyncio.ensure_future(client.post("/predict", json={"text": "The dog barked loudly."}))  # queued
         await until(lambda: app.state.service.batcher.queued_tokens > 0)
-        refused = await client.post("/predict", json={"text": ["A long sentence that will not fit the queue at all."] * 2})
+        refused = await client.post(
+            "/predict", json={"text": ["A long sentence that will not fit the queue at all."] * 2}
+        )
         gate.opened.set()
         answered = await asyncio.gather(first, second)
         return refused, answered, (await client.get("/metrics")).text
@@ -110,7 +112,9 @@ def test_past_the_deadline_is_a_504_and_the_queued_work_is_dropped(predictor, se
         return late, await first, (await client.get("/metrics")).text
 
     late, first, metrics = run_app(app, scenario)
-    assert late.status_code == 504 and late.json()["error"] == "deadline_exceeded" and "deadline" in late.json()["message"]
+    assert (
+        late.status_code == 504 and late.json()["error"] == "deadline_exceeded" and "deadline" in late.json()["message"]
+    )
     assert first.status_code == 504  # it was running when its deadline passed: the answer is not awaited
     assert gate.calls == [1]  # the three sentences behind it were never computed
     assert metric(metrics, 'cola_rejected_total{reason="deadline"}') == 2
@@ -192,7 +196,9 @@ def test_a_request_received_before_sigterm_is_computed_even_if_its_body_comes_af
 
     async def scenario():
         body_arrives, done = asyncio.Event(), asyncio.Event()
-        request = asyncio.ensure_future(asgi_post(app, b'{"text": "Sent before the signal."}', sent, body_arrives, done))
+        request = asyncio.ensure_future(
+            asgi_post(app, b'{"text": "Sent before the signal."}', sent, body_arrives, done)
+        )
         await asyncio.sleep(0.05)  # headers received, body still on its way
         app.state.service.begin_drain()
         body_arrives.set()
@@ -230,7 +236,9 @@ def test_draining_says_not_ready_and_refuses_new_work(predictor, settings, clien
     ready = client.get("/ready")
     assert ready.status_code == 503 and ready.json()["status"] == "draining"
     refused = client.post("/predict", json={"text": "Too late."})
-    assert refused.status_code == 503 and refused.json()["error"] == "draining" and refused.headers["retry-after"] == "1"
+    assert (
+        refused.status_code == 503 and refused.json()["error"] == "draining" and refused.headers["retry-after"] == "1"
+    )
     assert client.get("/health").status_code == 200  # alive, just not taking work
     assert 'cola_rejected_total{reason="draining"} 1.0' in client.get("/metrics").text
 
@@ -251,7 +259,9 @@ def in_flight_requests(pool: ThreadPoolExecutor, url: str, texts: list[list[str]
 
 
 def post(url: str, texts: list[str]) -> int | str:
-    request = urllib.request.Request(url + "/predict", json.dumps({"text": texts}).encode(), {"content-type": "application/json"})
+    request = urllib.request.Request(
+        url + "/predict", json.dumps({"text": texts}).encode(), {"content-type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status

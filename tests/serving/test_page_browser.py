@@ -17,7 +17,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def page():
     sync_api = pytest.importorskip("playwright.sync_api")
     if not shutil.which(CHROMIUM):
-        pytest.fail("Debian's chromium is not installed: apt-get install chromium (bash docker/podman-setup.sh does it)")
+        pytest.fail(
+            "Debian's chromium is not installed: apt-get install chromium (bash docker/podman-setup.sh does it)"
+        )
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield browser.new_page()

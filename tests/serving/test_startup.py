@@ -28,7 +28,9 @@ def run_python(code: str, env: dict) -> subprocess.CompletedProcess:
 
 
 def test_app_and_lambda_work_without_torch(tiny_bundle):
-    code = NO_TORCH + """
+    code = (
+        NO_TORCH
+        + """
 import json
 from fastapi.testclient import TestClient
 import app.main, app.lambda_handler, app.__main__
@@ -38,6 +40,7 @@ direct = app.lambda_handler.handler({"sentence": "The cat sat."}, None)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
 print(json.dumps({"label": body["predictions"][0]["label"], "direct": direct["predictions"][0]["label"], "heavy": heavy}))
 """
+    )
     result = run_python(code, serve_env(tiny_bundle))
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])

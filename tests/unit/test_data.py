@@ -1,6 +1,5 @@
 """Data tier: loading, validation (every bad-data case names file, line and problem), cleaning, splits, stats."""
 
-
 import pandas as pd
 import pytest
 
@@ -104,10 +103,12 @@ def test_fetch_source_switch_errors_are_clear(tmp_path):
 
 
 def test_cleaning_removes_leakage_contradictions_and_duplicates():
-    train = pd.DataFrame({
-        "sentence": ["in test", "dup", "dup", "both", "both", "unique"],
-        "label": [1, 1, 1, 0, 1, 0],
-    })
+    train = pd.DataFrame(
+        {
+            "sentence": ["in test", "dup", "dup", "both", "both", "unique"],
+            "label": [1, 1, 1, 0, 1, 0],
+        }
+    )
     test = pd.DataFrame({"sentence": ["in test", "other", "other"], "label": [1, 0, 0]})
     cleaned, report = clean_train(train, test)
     assert sorted(cleaned["sentence"]) == ["dup", "unique"]

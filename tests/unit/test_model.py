@@ -7,11 +7,19 @@ import torch
 
 from cola.model import AcceptabilityClassifier, load_tokenizer, make_loader, predict_proba
 
-FRAME = pd.DataFrame({
-    "sentence": ["the cat sat", "a much longer sentence with several more words in it", "dogs bark",
-                 "the the the cat cat", "she left early", "him saw i"],
-    "label": [1, 1, 1, 0, 1, 0],
-})
+FRAME = pd.DataFrame(
+    {
+        "sentence": [
+            "the cat sat",
+            "a much longer sentence with several more words in it",
+            "dogs bark",
+            "the the the cat cat",
+            "she left early",
+            "him saw i",
+        ],
+        "label": [1, 1, 1, 0, 1, 0],
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +86,16 @@ def test_training_runs_with_dropout_active_and_validation_without(tiny_model_dir
     module = make_module(tiny_model_dir)
     probe = ModeProbe()
     loader = make_loader(FRAME, tokenizer, max_length=32, batch_size=2)
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                        callbacks=[probe])
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[probe],
+    )
     trainer.fit(module, loader, loader)
     assert probe.train_modes and all(probe.train_modes)
     assert probe.val_modes and all(probe.val_modes)
@@ -96,12 +111,20 @@ def test_warmup_then_linear_decay(tiny_model_dir, tokenizer, tmp_path):
         def on_train_batch_start(self, trainer, *args):
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-              enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-              default_root_dir=tmp_path, callbacks=[LrProbe()]).fit(module, loader)
+    L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        callbacks=[LrProbe()],
+    ).fit(module, loader)
     peak = lrs.index(max(lrs))
     assert lrs[0] == 0.0 and max(lrs) == pytest.approx(1e-3, rel=0.01)
-    assert lrs[:peak + 1] == sorted(lrs[:peak + 1]) and lrs[peak:] == sorted(lrs[peak:], reverse=True)
+    assert lrs[: peak + 1] == sorted(lrs[: peak + 1]) and lrs[peak:] == sorted(lrs[peak:], reverse=True)
 
 
 def test_predict_proba_returns_probabilities_in_input_order(tiny_model_dir, tokenizer):
@@ -119,8 +142,9 @@ def test_worker_count_does_not_change_the_batches(tokenizer):
 
     def batches(num_workers, shuffle=True):
         L.seed_everything(7, workers=True)
-        loader = make_loader(pd.concat([FRAME] * 4), tokenizer, max_length=32, batch_size=5, shuffle=shuffle,
-                             num_workers=num_workers)
+        loader = make_loader(
+            pd.concat([FRAME] * 4), tokenizer, max_length=32, batch_size=5, shuffle=shuffle, num_workers=num_workers
+        )
         return [{k: v.tolist() for k, v in batch.items()} for batch in loader]
 
     in_process = batches(0)
@@ -147,8 +171,9 @@ def tiny_mean_model(tiny_model_dir, tmp_path_factory):
 def test_mean_pooling_ignores_padding(tiny_mean_model, tokenizer):
     model, _ = tiny_mean_model
     alone = tokenizer(["the cat sat"], return_tensors="pt")
-    padded = tokenizer(["the cat sat", "a much longer sentence with several more words"], padding=True,
-                       return_tensors="pt")
+    padded = tokenizer(
+        ["the cat sat", "a much longer sentence with several more words"], padding=True, return_tensors="pt"
+    )
     with torch.inference_mode():
         assert torch.allclose(model(**alone).logits[0], model(**padded).logits[0], atol=1e-5)
 
@@ -195,12 +220,15 @@ def test_label_smoothing_changes_only_the_training_loss(tiny_model_dir, tokenize
     losses = {}
     for smoothing in (0.0, 0.2):
         torch.manual_seed(0)
-        module = AcceptabilityClassifier(str(tiny_model_dir), lr=1e-3, weight_decay=0.0, warmup_ratio=0.0,
-                                         label_smoothing=smoothing).eval()
+        module = AcceptabilityClassifier(
+            str(tiny_model_dir), lr=1e-3, weight_decay=0.0, warmup_ratio=0.0, label_smoothing=smoothing
+        ).eval()
         module.log = lambda *args, **kwargs: None  # no Trainer attached
         with torch.inference_mode():
-            losses[smoothing] = (float(module._step(dict(batch), module.train_metrics, "train")),
-                                 float(module._step(dict(batch), module.val_metrics, "val")))
+            losses[smoothing] = (
+                float(module._step(dict(batch), module.train_metrics, "train")),
+                float(module._step(dict(batch), module.val_metrics, "val")),
+            )
     assert losses[0.0][0] != pytest.approx(losses[0.2][0], abs=1e-4)
     assert losses[0.0][1] == pytest.approx(losses[0.2][1], abs=1e-6)
 
