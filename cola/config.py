@@ -8,38 +8,30 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS_FILE = ROOT / "params.yaml"
 PIPELINE_FILE = ROOT / "dvc.yaml"
 
 
-class Params(dict):
-    """A dict with attribute access, so stages read `params.train.batch_size`."""
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self[key]
-        except KeyError as exc:
-            raise AttributeError(f"params has no key {key!r}; is params.yaml up to date with conf/?") from exc
-
-    @classmethod
-    def wrap(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return cls({k: cls.wrap(v) for k, v in value.items()})
-        if isinstance(value, list):
-            return [cls.wrap(v) for v in value]
-        return value
+def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
+    """params.yaml as an OmegaConf config: stages read `params.train.batch_size`, and in struct mode a key that
+    is not there raises an error naming it (is params.yaml up to date with conf/? `make params`)."""
+    params = OmegaConf.load(path)
+    OmegaConf.set_struct(params, True)
+    return params
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    with open(path) as f:
-        return Params.wrap(yaml.safe_load(f))
+def to_plain(params: Any) -> Any:
+    """Plain dicts and lists (for JSON, W&B, a bundle manifest) from an OmegaConf config; other values unchanged."""
+    return OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params) else params
 
 
-def declared_params(stage: str, params: dict, pipeline: str | Path = PIPELINE_FILE) -> dict:
+def declared_params(stage: str, params: Any, pipeline: str | Path = PIPELINE_FILE) -> dict:
     """The params `stage` declares in dvc.yaml, with their values, nested as in params.yaml: what a stage can
     record about its inputs without claiming keys that DVC does not track for it."""
+    params = to_plain(params)
     declared = yaml.safe_load(Path(pipeline).read_text())["stages"][stage].get("params", [])
     picked: dict = {}
     for key in declared:

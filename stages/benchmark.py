@@ -16,8 +16,8 @@ round); every figure is the median over rounds. Cold start = process start → f
 One thread count (benchmark.threads) for torch and ONNX Runtime alike, cold starts included.
 
 Peak (cola.int8_peak): ONNX Runtime's int8 matmul ops that the served graph runs, timed alone at the model's
-shapes on benchmark.threads threads; the sentences/s they imply at the test split's mean token count is an upper bound, and
-the served path's sentences/s is reported as a fraction of it, at the smallest and largest batch size.
+shapes on benchmark.threads threads; the sentences/s they imply at the test split's mean token count is an upper
+bound, and the served path's sentences/s is reported as a fraction of it, at the smallest and largest batch size.
 
 Timing only: quality (accuracy, MCC) and model size per variant have one home, reports/export/variants.json
 (export_onnx scores every variant on the whole test split). Timings depend on the machine, so the benchmark
@@ -51,7 +51,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cola import onnx_export as ox
-from cola.config import ROOT, load_params, write_json
+from cola.config import ROOT, load_params, to_plain, write_json
 from cola.int8_peak import int8_peak
 
 MODEL_DIR = ROOT / "models" / "model"
@@ -312,7 +312,7 @@ def run(
     import pandas as pd
 
     params = params or load_params()
-    cfg, max_length = dict(params.benchmark), params.model.max_length
+    cfg, max_length = to_plain(params.benchmark), params.model.max_length
     unknown = [v for v in cfg["variants"] if v not in VARIANTS]
     if unknown:
         raise ValueError(f"benchmark.variants in params.yaml has unknown {unknown}: choose from {list(VARIANTS)}")

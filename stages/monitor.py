@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from omegaconf import DictConfig
 
 from app.predictor import upper_ratio
 from cola import drift
-from cola.config import Params, load_params, write_json
+from cola.config import load_params, write_json
 from cola.drift_report import render_report
 
 REQUIRED_FIELDS = ("ts", "label", "confidence", "chars", "tokens", "unk_rate")
@@ -190,7 +191,7 @@ def _epoch(ts) -> float:
         raise MonitorError(f"prediction record has an unreadable timestamp {ts!r}: expected ISO 8601") from exc
 
 
-def monitor(config: Params, records: list[dict], source: str) -> tuple[dict, list[drift.Check]]:
+def monitor(config: DictConfig, records: list[dict], source: str) -> tuple[dict, list[drift.Check]]:
     """Compare `records` with the reference and write metrics.json, alerts.json and report.html."""
     if len(records) < config.min_predictions:
         raise MonitorError(

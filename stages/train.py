@@ -13,7 +13,7 @@ import torch
 from dvclive.lightning import DVCLiveLogger
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from cola.config import ROOT, load_params
+from cola.config import ROOT, load_params, to_plain
 from cola.data import LABELS
 from cola.metrics import decide, tune_threshold
 from cola.model import AcceptabilityClassifier, load_tokenizer, make_loader, predict_proba
@@ -29,7 +29,7 @@ def make_wandb_logger(cfg, params):
 
     mode = cfg.mode if cfg.mode != "auto" else ("online" if os.environ.get("WANDB_API_KEY") else "offline")
     logger = WandbLogger(project=cfg.project, entity=cfg.entity, mode=mode, save_dir=str(ROOT), log_model=False)
-    logger.log_hyperparams(params)
+    logger.log_hyperparams(to_plain(params))
     return logger
 
 

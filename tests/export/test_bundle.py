@@ -32,6 +32,7 @@ def test_bundle_layout_matches_app_bundle_contract(tiny_bundle):
         "variant": "int8_static",
         "model_file": "model.onnx",
         "input_names": ox.INPUT_NAMES,
+        "decision_threshold": 0.5,  # the tiny model was not trained, so no threshold was tuned: argmax
         "graph_optimization_level": "all",  # the fixture ships the variant as exported (no export.preoptimize)
     }
     assert manifest["version"].startswith("int8_static-")

