@@ -105,17 +105,7 @@ def main() -> None:
         )
         early_stopping = EarlyStopping(monitor=cfg.monitor, mode=cfg.monitor_mode, patience=cfg.early_stopping_patience)
         trainer = L.Trainer(
-            max_epochs=cfg.max_epochs,
-            accelerator=cfg.accelerator,
-            devices=cfg.devices,
-            strategy=cfg.strategy,
-            precision=cfg.precision,
-            deterministic=cfg.deterministic,
-            gradient_clip_val=cfg.gradient_clip_val,
-            accumulate_grad_batches=cfg.accumulate_grad_batches,
-            limit_train_batches=cfg.limit_train_batches,
-            limit_val_batches=cfg.limit_val_batches,
-            log_every_n_steps=cfg.log_every_n_steps,
+            **to_plain(cfg.trainer),
             enable_progress_bar=cfg.progress_bar,
             callbacks=[checkpoint, early_stopping],
             logger=loggers,

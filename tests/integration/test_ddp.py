@@ -1,6 +1,6 @@
 """Scale-out tier: the train stage under Lightning DDP, two CPU processes talking over gloo, on the smoke config.
 
-The same command on a GPU machine: `dvc exp run -S train.accelerator=gpu -S train.devices=2 -S train.strategy=ddp`."""
+The same command on a GPU machine: `dvc exp run -S train.trainer.accelerator=gpu -S train.trainer.devices=2 -S train.trainer.strategy=ddp`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from cola.config import ROOT, compose_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-DDP = ["train.strategy=ddp", "train.devices=2", "train.accelerator=cpu"]
+DDP = ["train.trainer.strategy=ddp", "train.trainer.devices=2", "train.trainer.accelerator=cpu"]
 
 
 def run_stage(project, stage: str) -> str:

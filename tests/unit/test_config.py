@@ -32,11 +32,11 @@ def test_every_model_option_composes_with_a_learning_rate(tmp_path, option):
 
 def test_smoke_train_option_is_one_short_epoch(tmp_path):
     train = compose(tmp_path, "train=smoke")["train"]
-    assert train["max_epochs"] == 1
-    assert train["limit_train_batches"] <= 10
+    assert train["trainer"]["max_epochs"] == 1
+    assert train["trainer"]["limit_train_batches"] <= 10
     assert train["wandb"]["enabled"] is False
     # Inherited from the default option, not copied into smoke.yaml.
-    assert train["gradient_clip_val"] == compose(tmp_path)["train"]["gradient_clip_val"]
+    assert train["trainer"]["gradient_clip_val"] == compose(tmp_path)["train"]["trainer"]["gradient_clip_val"]
 
 
 def test_command_line_override_reaches_params_like_dvc_exp_run_s(tmp_path):
@@ -64,7 +64,7 @@ def test_load_params_reads_attributes_and_names_a_missing_key(tmp_path):
     params = load_params(tmp_path / "params.yaml")
     assert params.model.lr == 3e-5 and params["train"]["batch_size"] == params.train.batch_size
     with pytest.raises(ConfigAttributeError, match="num_labels"):
-        params.model.num_labels  # removed key: an error naming it, not a silent None
+        _ = params.model.num_labels  # removed key: an error naming it, not a silent None
 
 
 def test_compose_params_matches_what_dvc_exp_run_composes(tmp_path):
@@ -80,4 +80,4 @@ def test_compose_params_matches_what_dvc_exp_run_composes(tmp_path):
     assert list(inspect.signature(compose_and_dump).parameters) == [
         "output_file", "config_dir", "config_module", "config_name", "plugins_path", "overrides"]  # fmt: skip
     params = compose(tmp_path, "model.pooling=mean", "train=smoke")
-    assert params["model"]["pooling"] == "mean" and params["train"]["max_epochs"] == 1
+    assert params["model"]["pooling"] == "mean" and params["train"]["trainer"]["max_epochs"] == 1
