@@ -15,7 +15,7 @@ help:
 	@echo "make images     build the API and Lambda images with podman (docker/podman-setup.sh first)"
 	@echo "make bench-serving  HTTP load benchmark of the serving app (needs wrk)"
 	@echo "make monitor    drift report: prediction logs vs the training data (reports/monitor/report.html)"
-	@echo "make lint       ruff"
+	@echo "make lint       every pre-commit hook on every file (ruff, format, mypy, actionlint, shellcheck, ...)"
 
 setup:
 	$(PIP) install -r requirements.txt
@@ -48,7 +48,7 @@ test-fast:
 	$(PYTHON) -m pytest -m "not slow"
 
 lint:
-	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pre_commit run --all-files --show-diff-on-failure
 
 monitor:
 	$(PYTHON) -m stages.monitor
