@@ -103,7 +103,10 @@ class ShedWhenBusy:
         request_id = scope.get("state", {}).get("request_id")
         self.on_shed(request_id)
         budget_ms = self.batcher.queue_budget_s * 1000
-        message = f"the server is busy: this request would be answered in about {wait * 1000:.0f} ms, over the {budget_ms:.0f} ms budget: retry later"
+        message = (
+            f"the server is busy: this request would be answered in about {wait * 1000:.0f} ms, "
+            f"over the {budget_ms:.0f} ms budget: retry later"
+        )
         retry_after = str(max(1, math.ceil(self.batcher.estimated_wait_s()))).encode()
         await _send_json(
             send,

@@ -59,9 +59,15 @@ async def _answer(service: PredictionService, request: Request, texts: list[str]
 def build_router(settings: Settings) -> APIRouter:
     router = APIRouter()
     body_schema = request_schema(settings).model_json_schema()
+    request_body = {"required": True, "content": {"application/json": {"schema": body_schema}}}
 
-    @router.post("/predict", response_model=PredictResponse, responses=ERRORS, summary="Classify one sentence or a list",
-                 openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}}})  # fmt: skip
+    @router.post(
+        "/predict",
+        response_model=PredictResponse,
+        responses=ERRORS,
+        summary="Classify one sentence or a list",
+        openapi_extra={"requestBody": request_body},
+    )
     async def predict_post(request: Request, service: Service):
         """Body `{"text": "a sentence"}` or `{"text": ["one", "two", ...]}`; a list is classified in one model call."""
         texts = parse_body(await request.body(), request.headers.get("content-type"), settings)

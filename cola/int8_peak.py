@@ -4,9 +4,9 @@
 (MatMulIntegerToFloat for the static variant; DynamicQuantizeMatMul + MatMulIntegerToFloat for the dynamic one),
 builds a one-node graph of each at the model's weight shapes (hidden x hidden for Q, K, V and the attention
 output; hidden x ffn and ffn x hidden for the feed-forward block) with M = batch x mean tokens per sentence rows,
-and times it on the benchmark's thread count (1 by default). The sum over a layer's six matmuls x layers is the time a sentence needs at the
-kernel's own speed, with no padding, no tokenisation, no attention, LayerNorm or GELU: an upper bound on
-sentences/s, against which the served path's throughput is reported as a fraction.
+and times it on the benchmark's thread count (1 by default). The sum over a layer's six matmuls x layers is the
+time a sentence needs at the kernel's own speed, with no padding, no tokenisation, no attention, LayerNorm or
+GELU: an upper bound on sentences/s, against which the served path's throughput is reported as a fraction.
 
 torch-free: onnx, onnxruntime and numpy only.
 """

@@ -152,8 +152,9 @@ def quantize_static_int8(
     so a sentence's prediction does not depend on what it is batched with (dynamic int8's does).
     uint8 activations x int8 weights: the U8S8 VNNI path (see quantize_int8). Only MatMuls with a constant
     weight are quantised: the attention-score MatMuls (activation x activation) and the embeddings stay fp32
-    (quantising them cost MCC, see docs/export.md), as do the pooler and classifier (Gemm, one row per sentence). MinMax calibration: ORT's histogram methods (percentile,
-    entropy) stack the calibration outputs into one array and fail on dynamically padded batches."""
+    (quantising them cost MCC, see docs/export.md), as do the pooler and classifier (Gemm, one row per sentence).
+    MinMax calibration: ORT's histogram methods (percentile, entropy) stack the calibration outputs into one array
+    and fail on dynamically padded batches."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     graph = onnx.load(str(src_path), load_external_data=False).graph

@@ -3,8 +3,9 @@
 Sections (each on a fresh server process, all on 127.0.0.1; load from `wrk` or an asyncio client):
   c32        this app (`python -m app`) and the original project's approach: the fp32 ONNX export of the same
              model (artifacts/onnx/model.fp32.onnx; the original served fp32), transformers tokenizer padding every
-             input to 128 tokens, inference inside an `async` handler, so it blocks the event loop: start -> /ready, RSS, one sentence at concurrency 1 (p50/p99),
-             concurrency 32 for --duration s (req/s, p50/p99, errors) and the req/s ratio;
+             input to 128 tokens, inference inside an `async` handler, so it blocks the event loop: start -> /ready,
+             RSS, one sentence at concurrency 1 (p50/p99), concurrency 32 for --duration s (req/s, p50/p99, errors)
+             and the req/s ratio;
   variants   concurrency 32 again: one process with COLA_ORT_THREADS=2 vs `uvicorn --factory app.main:from_env
              --workers 2` with COLA_ORT_THREADS=1 (RSS of the parent and both workers);
   overload_a 512 connections on GET /predict for --overload-seconds (wrk + a Lua script that times every
@@ -129,7 +130,8 @@ class Server:
             cmd = [sys.executable, "-m", "app", "--port", str(self.port)]
         elif kind == "workers":
             cmd = [sys.executable, "-m", "uvicorn", "--factory", "app.main:from_env", "--workers", str(workers),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log", "--log-level", "warning"]  # fmt: skip
+                   "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
+                   "--log-level", "warning"]  # fmt: skip
         else:
             cmd = [sys.executable, __file__, "--serve-original", "--bundle", str(bundle), "--port", str(self.port)]
         self.env = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_FUNCTION_NAME"}
@@ -318,7 +320,8 @@ def section_variants(args, env: dict) -> dict:
             out[name] = {"concurrency": args.concurrency, "req_per_s": loaded["req_per_s"], "p50_ms": loaded["p50_ms"],
                          "p99_ms": loaded["p99_ms"], "socket_errors": loaded["socket_errors"],
                          "non_2xx": loaded["non_2xx"], "processes": rss.summary()["processes"],
-                         "rss_peak_mb": rss.summary()["rss_peak_mb"], "start_to_ready_s": round(server.ready_s, 3)}  # fmt: skip
+                         "rss_peak_mb": rss.summary()["rss_peak_mb"],
+                         "start_to_ready_s": round(server.ready_s, 3)}  # fmt: skip
     return out
 
 
@@ -332,7 +335,8 @@ def section_overload_a(args, env: dict) -> dict:
         with loadgen.RssSampler(server.pid) as rss:
             result = loadgen.wrk_by_status(url, args.overload_connections, args.overload_seconds)
         result.update({"rss": rss.summary(), "one_batch_service": {"sentences": batch, **service},
-                       "server_metrics": server.metrics(), "server_side_latency_by_status": server.server_latency()})  # fmt: skip
+                       "server_metrics": server.metrics(),
+                       "server_side_latency_by_status": server.server_latency()})  # fmt: skip
     return result
 
 
@@ -389,7 +393,8 @@ async def sigterm_load(server: Server, args) -> dict:
     long_body = loadgen.long_list_body(random.Random(args.seed), args.long_sentences)
     n_long = min(args.sigterm_long_clients, args.sigterm_clients)
     clients = asyncio.gather(
-        loadgen.run_clients(server.port, args.sigterm_clients - n_long, lambda: ("GET", path, None, "short_get"), stop, 60),
+        loadgen.run_clients(server.port, args.sigterm_clients - n_long,
+                            lambda: ("GET", path, None, "short_get"), stop, 60),
         loadgen.run_clients(server.port, n_long, lambda: ("POST", "/predict", long_body, "long_post"), stop, 60),
     )  # fmt: skip
     await asyncio.sleep(args.sigterm_after)
@@ -469,7 +474,8 @@ def goal_checks(results: dict, budget_ms: float) -> list[dict]:
             checks.append(check(f"{key}: app req/s >= 15x original", ratio >= 15,
                                 f"{app['req_per_s']} vs {orig['req_per_s']} req/s = {ratio:.1f}x"))  # fmt: skip
         checks.append(check(f"{key}: app p99 <= 3x p50", app["p99_ms"] <= 3 * app["p50_ms"],
-                            f"p50 {app['p50_ms']:.1f} ms, p99 {app['p99_ms']:.1f} ms = {app['p99_ms'] / app['p50_ms']:.1f}x"))  # fmt: skip
+                            f"p50 {app['p50_ms']:.1f} ms, p99 {app['p99_ms']:.1f} ms "
+                            f"= {app['p99_ms'] / app['p50_ms']:.1f}x"))  # fmt: skip
         checks.append(check(f"{key}: app all 2xx, no socket errors", app["non_2xx"] == 0 and app["socket_errors"] == 0,
                             f"non-2xx {app['non_2xx']}, socket errors {app['socket_errors']}"))  # fmt: skip
     for name in ("overload_a", "overload_b", "overload_b_mix"):
@@ -489,7 +495,8 @@ def goal_checks(results: dict, budget_ms: float) -> list[dict]:
             if p99 is None:
                 checks.append(check(f"{name}{label}: accepted p99 <= queue budget", None, "no request was accepted"))
                 continue
-            checks.append(check(f"{name}{label}: accepted p99 <= queue budget {budget_ms:g} ms (strict)", p99 <= budget_ms,
+            checks.append(check(f"{name}{label}: accepted p99 <= queue budget {budget_ms:g} ms (strict)",
+                                p99 <= budget_ms,
                                 f"p99 {p99:.0f} ms (max {part['accepted_latency']['max_ms']:.0f} ms)"))  # fmt: skip
             if service:
                 bound = budget_ms + service
@@ -501,7 +508,8 @@ def goal_checks(results: dict, budget_ms: float) -> list[dict]:
     sig = results.get("sigterm")
     if sig:
         checks.append(check("sigterm: 0 accepted requests lost", sig["lost"] == 0,
-                            f"in flight {sig['in_flight_at_sigterm']} ({sig['in_flight_200']} got 200), lost {sig['lost']}"))  # fmt: skip
+                            f"in flight {sig['in_flight_at_sigterm']} ({sig['in_flight_200']} got 200), "
+                            f"lost {sig['lost']}"))  # fmt: skip
         checks.append(check("sigterm: exit code 0 within the grace period", sig["exit_code"] == 0,
                             f"exit code {sig['exit_code']}, drain {sig['drain_time_s']} s"))  # fmt: skip
     return checks
@@ -532,27 +540,31 @@ def fmt(value, unit: str = "") -> str:
 def print_report(results: dict) -> None:
     out = []
     m = results["machine"]
+    revision = results["app_revision"]
     out.append(f"machine: {m['cpu']}, {m['logical_cores']} cores, flags {' '.join(m['cpu_flags'])}; "
-               f"app {results['app_revision']['app_last_commit']}"
-               f"{' + uncommitted app/ changes' if results['app_revision']['app_uncommitted_changes'] else ''}")  # fmt: skip
+               f"app {revision['app_last_commit']}"
+               f"{' + uncommitted app/ changes' if revision['app_uncommitted_changes'] else ''}")  # fmt: skip
     c32 = results.get("c32")
     if c32:
         key = next(k for k in c32["app"] if k.startswith("concurrency_") and k != "concurrency_1")
         out.append(
-            f"\n[c32] {'':22}{'ready s':>8}{'RSS MB':>8}{'c1 p50':>8}{'c1 p99':>8}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}"
+            f"\n[c32] {'':22}{'ready s':>8}{'RSS MB':>8}{'c1 p50':>8}{'c1 p99':>8}"
+            f"{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}"
         )
         for kind in ("app", "original"):
             if kind in c32:
                 r, one, many = c32[kind], c32[kind]["concurrency_1"], c32[kind][key]
-                out.append(f"      {kind:22}{fmt(r['start_to_ready_s']):>8}{fmt(r['rss_peak_mb']):>8}{fmt(one['p50_ms']):>8}"
-                           f"{fmt(one['p99_ms']):>8}{fmt(many['req_per_s']):>8}{fmt(many['p50_ms']):>8}{fmt(many['p99_ms']):>8}"
+                out.append(f"      {kind:22}{fmt(r['start_to_ready_s']):>8}{fmt(r['rss_peak_mb']):>8}"
+                           f"{fmt(one['p50_ms']):>8}{fmt(one['p99_ms']):>8}{fmt(many['req_per_s']):>8}"
+                           f"{fmt(many['p50_ms']):>8}{fmt(many['p99_ms']):>8}"
                            f"{many['socket_errors'] + many['non_2xx']:>8}")  # fmt: skip
         if "ratio_req_per_s" in c32:
             out.append(f"      app / original req/s: {c32['ratio_req_per_s']}x")
     var = results.get("variants")
     if var:
         out.append(
-            f"\n[variants] c={next(iter(var.values()))['concurrency']}{'':9}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}{'RSS MB':>8}"
+            f"\n[variants] c={next(iter(var.values()))['concurrency']}{'':9}"
+            f"{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}{'RSS MB':>8}"
         )
         for name, r in var.items():
             out.append(f"      {name:22}{fmt(r['req_per_s']):>8}{fmt(r['p50_ms']):>8}{fmt(r['p99_ms']):>8}"
@@ -575,7 +587,8 @@ def print_report(results: dict) -> None:
             batch = whole["one_batch_service"]["p50_ms"] if method == "POST" or label.startswith("overload_a") else None
             out.append(f"      {label:20}{fmt(part.get('req_per_s')):>7}{st['200']:>7}{st['503']:>7}{st['504']:>7}"
                        f"{st['other_5xx']:>5}{st['other']:>6}{st['socket_errors']:>6}{fmt(lat['p50_ms']):>9}"
-                       f"{fmt(lat['p99_ms']):>9}{fmt(lat['max_ms']):>9}{fmt(server_p99):>9}{rss:>14}{fmt(batch):>9}")  # fmt: skip
+                       f"{fmt(lat['p99_ms']):>9}{fmt(lat['max_ms']):>9}{fmt(server_p99):>9}"
+                       f"{rss:>14}{fmt(batch):>9}")  # fmt: skip
         out.append("      acc = accepted (200) requests as the client saw them; srv p99 = the same requests as the app "
                    "logged them; 1 batch = one request of that kind alone on the idle server (ms)")  # fmt: skip
     sig = results.get("sigterm")

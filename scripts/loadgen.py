@@ -158,7 +158,8 @@ def wrk_by_status(url: str, connections: int, seconds: int, threads: int = 2, ti
         script.write_text(WRK_STATUS_LUA.replace("__PREFIX__", str(Path(tmp) / "thread")))
         threads = max(1, min(threads, connections))
         out = subprocess.run(
-            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", f"{timeout_s}s", "-s", str(script), url],
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", f"{timeout_s}s",
+             "-s", str(script), url],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         summary = json.loads(next(line for line in out.splitlines() if line.startswith("WRK_JSON ")).split(" ", 1)[1])

@@ -50,7 +50,8 @@ class Dvc:
         if result.returncode != 0:
             raise ReportError(
                 f"`{' '.join(command)}` failed:\n{result.stderr.strip()}\n"
-                "Run from the repository root with the base revision fetched (CI: actions/checkout with fetch-depth: 0)."
+                "Run from the repository root with the base revision fetched "
+                "(CI: actions/checkout with fetch-depth: 0)."
             )
         self.warnings += [line for line in result.stderr.splitlines() if line.startswith(("WARNING", "DVC failed"))]
         return result.stdout

@@ -69,7 +69,8 @@ def tiny_variants(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_static(tiny_model_dir, tiny_variants, tmp_path_factory) -> Path:
-    """The int8_static variant of the tiny model (the served default), calibrated on the fixture's training sentences."""
+    """The int8_static variant of the tiny model (the served default), calibrated on the fixture's training
+    sentences."""
     from cola import onnx_export as ox
     from cola.data import read_tsv
 

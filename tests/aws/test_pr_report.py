@@ -35,7 +35,8 @@ json.dump({"mcc": round(0.40 + lr * 10, 4), "accuracy": round(0.70 + lr * 5, 4)}
           open("reports/evaluate/metrics.json", "w"))
 json.dump({"served": {"mcc": round(0.40 + lr * 5, 4), "size_mb": 22.04}, "variants": {"int8": {"size_mb": 22.04}}},
           open("reports/export/metrics.json", "w"))
-p50 = {"bundle": {1: 2 + lr * 1000, 32: 40.0}, "pytorch": {1: 12.0, 32: 120.0}, "ort_fp32_pad128": {1: 30.0, 32: 1000.0}}
+p50 = {"bundle": {1: 2 + lr * 1000, 32: 40.0}, "pytorch": {1: 12.0, 32: 120.0},
+       "ort_fp32_pad128": {1: 30.0, 32: 1000.0}}
 results = {v: {f"bs{bs}": {"p50_ms": ms, "p95_ms": ms * 2} for bs, ms in by_bs.items()} for v, by_bs in p50.items()}
 cold = {"bundle": round(0.3 + lr * 50, 3), "torch_transformers": 4.0}
 if os.environ.get("FAKE_BENCHMARK") == "old":

@@ -82,7 +82,9 @@ class LambdaRuntimeAPI:
                     {
                         "Lambda-Runtime-Aws-Request-Id": request_id,
                         "Lambda-Runtime-Deadline-Ms": str(int(time.time() * 1000) + 60_000),
-                        "Lambda-Runtime-Invoked-Function-Arn": f"arn:aws:lambda:eu-west-1:123456789012:function:{api.function_name}",
+                        "Lambda-Runtime-Invoked-Function-Arn": (
+                            f"arn:aws:lambda:eu-west-1:123456789012:function:{api.function_name}"
+                        ),
                         "Lambda-Runtime-Trace-Id": "Root=1-00000000-000000000000000000000000;Sampled=0",
                     },
                 )

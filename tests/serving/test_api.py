@@ -204,8 +204,9 @@ def test_prometheus_metrics(client, predictor):
     assert 'cola_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
     assert 'cola_requests_total{method="POST",route="/predict",status="422"} 1.0' in text
     for name in (
-        "cola_request_latency_seconds_bucket", "cola_inference_latency_seconds_bucket", "cola_prediction_confidence_bucket",
-        "cola_input_chars_bucket", "cola_input_tokens_bucket", "cola_unk_rate_bucket", "process_resident_memory_bytes",
+        "cola_request_latency_seconds_bucket", "cola_inference_latency_seconds_bucket",
+        "cola_prediction_confidence_bucket", "cola_input_chars_bucket", "cola_input_tokens_bucket",
+        "cola_unk_rate_bucket", "process_resident_memory_bytes",
     ):  # fmt: skip
         assert name in text
     assert metric(client, "cola_predictions_total") == 2

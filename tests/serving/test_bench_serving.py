@@ -146,8 +146,8 @@ def test_http_client_on_a_loopback_server():
 
 def _overload(p99: float, service: float, other_5xx: int = 0, rss: float = 200.0) -> dict:
     status = {"200": 10, "503": 5, "504": 0, "other_5xx": other_5xx, "other": 0, "socket_errors": 0, "total": 15}
-    return {"status": status, "accepted_latency": {"p99_ms": p99, "max_ms": p99}, "one_batch_service": {"p50_ms": service},
-            "rss": {"rss_start_mb": 150.0, "rss_peak_mb": rss}}  # fmt: skip
+    return {"status": status, "accepted_latency": {"p99_ms": p99, "max_ms": p99},
+            "one_batch_service": {"p50_ms": service}, "rss": {"rss_start_mb": 150.0, "rss_peak_mb": rss}}  # fmt: skip
 
 
 def test_goal_checks():

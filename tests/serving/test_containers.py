@@ -1,6 +1,7 @@
 """Both images built with podman (runc, as root) from a local Debian base, then run:
 the API image answers /ready and /predict; the Lambda image runs awslambdaric against the loopback
-Runtime API; the API container refuses overload and drains on `podman stop`. `bash docker/podman-setup.sh` prepares podman, the cached base image and the wheels."""
+Runtime API; the API container refuses overload and drains on `podman stop`. `bash docker/podman-setup.sh`
+prepares podman, the cached base image and the wheels."""
 
 from __future__ import annotations
 
@@ -80,8 +81,11 @@ def test_api_image(image):
     inspected = json.loads(podman("image", "inspect", tag).stdout)[0]
     assert inspected["Config"]["User"] == "10001:10001" and inspected["Healthcheck"]["Test"]
     size_mb = inspected["Size"] / 1e6
-    listing = podman("run", "--rm", "--entrypoint", "sh", tag, "-c", "ls /srv; ls /srv/artifacts/bundle; "
-                     "command -v gcc cc || echo no-compiler; python3 -c 'import torch' 2>&1 | tail -1").stdout  # fmt: skip
+    script = (
+        "ls /srv; ls /srv/artifacts/bundle; "
+        "command -v gcc cc || echo no-compiler; python3 -c 'import torch' 2>&1 | tail -1"
+    )
+    listing = podman("run", "--rm", "--entrypoint", "sh", tag, "-c", script).stdout
     assert "stray-secret.txt" not in listing and "manifest.json" in listing and "no-compiler" in listing
     assert "No module named 'torch'" in listing
     port = free_port()
@@ -134,8 +138,9 @@ def test_api_container_refuses_overload_and_drains_on_stop(image):
     port = free_port()
     name = f"cola-drain-{uuid.uuid4().hex[:8]}"
     url = f"http://127.0.0.1:{port}"
-    podman("run", "-d", "--name", name, "--network", "host", "-e", "COLA_MAX_BATCH=1", "-e", "COLA_MAX_QUEUED_TOKENS=64",
-           "-e", "COLA_QUEUE_BUDGET_MS=60000", "-v", f"{ROOT / 'tests/serving/slow_server.py'}:/srv/slow_server.py:ro",
+    podman("run", "-d", "--name", name, "--network", "host", "-e", "COLA_MAX_BATCH=1",
+           "-e", "COLA_MAX_QUEUED_TOKENS=64", "-e", "COLA_QUEUE_BUDGET_MS=60000",
+           "-v", f"{ROOT / 'tests/serving/slow_server.py'}:/srv/slow_server.py:ro",
            tag, "python3", "/srv/slow_server.py", str(port), "0.4")  # fmt: skip
     try:
         wait_http(f"{url}/ready", name)

@@ -140,7 +140,8 @@ async def asgi_post(app, body: bytes, sent: list[dict], body_arrives: asyncio.Ev
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
-             "headers": [(b"content-type", b"application/json")], "client": ("127.0.0.1", 1), "server": ("test", 80)}  # fmt: skip
+             "headers": [(b"content-type", b"application/json")], "client": ("127.0.0.1", 1),
+             "server": ("test", 80)}  # fmt: skip
     await app(scope, receive, send)
 
 

@@ -38,7 +38,8 @@ with TestClient(app.main.from_env()) as client:
     body = client.post("/predict", json={"text": "The cat sat."}).json()
 direct = app.lambda_handler.handler({"sentence": "The cat sat."}, None)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
-print(json.dumps({"label": body["predictions"][0]["label"], "direct": direct["predictions"][0]["label"], "heavy": heavy}))
+print(json.dumps({"label": body["predictions"][0]["label"], "direct": direct["predictions"][0]["label"],
+                  "heavy": heavy}))
 """
     )
     result = run_python(code, serve_env(tiny_bundle))
