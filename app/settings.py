@@ -25,6 +25,10 @@ def _int(name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class Settings:
+    """Not pydantic-settings: a bad value must stop the app at start with one line naming the variable and its
+    allowed values (`_int`), and a few settings are clamped rather than refused; pydantic's validation report
+    would do neither without as much code as this."""
+
     bundle_dir: Path = DEFAULT_BUNDLE_DIR
     max_sentences: int = 64  # per request; a list is classified in one ONNX Runtime call
     max_chars: int = 1000  # per sentence (CoLA's longest is under 250)

@@ -22,7 +22,9 @@ def _iso(ts: float) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: {"ts", "level", "event", ...}; also used for uvicorn's own messages."""
+    """One JSON object per line: {"ts", "level", "event", ...}; also used for uvicorn's own messages.
+    Hand-written rather than python-json-logger or structlog: the line *is* the contract the monitor reads
+    (contract/logs.py), and ten lines keep it exact without another dependency in the Lambda image."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None) or {
@@ -146,7 +148,9 @@ class Metrics:
 
 
 def emf_records(model_version: str, latency_ms: float, labels: list[str], confidences: list[float]) -> list[dict]:
-    """CloudWatch Embedded Metric Format records for one request, so Lambda gets metrics without a scraper."""
+    """CloudWatch Embedded Metric Format records for one request, so Lambda gets metrics without a scraper.
+    aws-lambda-powertools' Metrics would write the same JSON; not used so the image stays torch- and
+    dependency-light and the one container serves both uvicorn and Lambda with the same code path."""
     timestamp = int(time.time() * 1000)
 
     def record(dimensions: list[str], metrics: list[tuple[str, str]], values: dict) -> dict:

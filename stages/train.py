@@ -9,7 +9,6 @@ import tempfile
 
 import lightning as L
 import pandas as pd
-import torch
 from dvclive.lightning import DVCLiveLogger
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -114,8 +113,7 @@ def main() -> None:
         trainer.fit(module, train_loader, val_loader)
         if not trainer.is_global_zero:  # under DDP only rank 0 writes the model and reports
             return
-        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
-        module.load_state_dict(best["state_dict"])
+        module = AcceptabilityClassifier.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu")
 
     probs = predict_proba(
         module.model, tokenizer, list(splits["validation"]["sentence"]), m.max_length, cfg.eval_batch_size
