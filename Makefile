@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: help setup setup-dev params data raw-data pipeline repro test test-fast lint monitor serve bench-serving images
+.PHONY: help setup setup-dev params data raw-data pipeline repro exps test test-fast lint monitor serve bench-serving images
 
 help:
 	@echo "make pipeline   install the pipeline's requirements, then run the DVC pipeline (dvc repro)"
@@ -10,6 +10,7 @@ help:
 	@echo "                test tier whose tools are present; the end of the output lists the skipped tiers"
 	@echo "make test-fast  run the tests that are not marked slow"
 	@echo "make params     recompose params.yaml from conf/ (after editing conf/ by hand)"
+	@echo "make exps       dvc exp show with the columns a sweep is compared by (docs/experiments.md)"
 	@echo "make data       (re)import the raw CoLA files from data.source into data/raw, versioned by data/raw.dvc"
 	@echo "make serve      serve artifacts/bundle on http://127.0.0.1:8000 (page, /docs, /metrics)"
 	@echo "make images     build the API and Lambda images with podman (docker/podman-setup.sh first)"
@@ -39,6 +40,12 @@ pipeline: setup raw-data
 
 repro:
 	dvc repro
+
+# `dvc exp show` lists every param and metric (~100 columns); these are the ones a sweep is compared by:
+# what was varied, validation MCC (the choice), test MCC (reported, never used to choose) and the served MCC.
+EXP_COLUMNS := Experiment|State|model\.(lr|pooling|layer_lr_decay|tune_threshold)$$|train\.(label_smoothing|trainer\.max_epochs)$$|^epoch$$|best_val_mcc|val_mcc_at_threshold|decision_threshold|^mcc|mcc_argmax|served\.mcc$$
+exps:
+	dvc exp show --drop '.*' --keep '$(EXP_COLUMNS)' --sort-by reports/train/metrics.json:val_mcc_at_threshold $(ARGS)
 
 # Tiers whose tools are missing are skipped and listed; COLA_REQUIRE_ALL_TIERS=1 (.ci/run) makes that a failure.
 test: setup-dev
