@@ -2,16 +2,22 @@
 
 Every rejection is an InputError: a 4xx status, a short machine-readable code and a sentence saying
 what is wrong and how to fix it. Nothing a client sends may end in a 500.
+
+parse_body() checks only the transport (Content-Type, UTF-8, JSON syntax); everything about the body's content
+is PredictRequest, the one pydantic model that is both the documented schema (OpenAPI) and the enforcement: its
+validators raise InputError, which pydantic lets through unchanged (it wraps only ValueError and AssertionError).
 """
 
 from __future__ import annotations
 
 import email.message
+import functools
 import json
 import re
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from app.settings import Settings
 
@@ -28,44 +34,106 @@ SENTENCE_PATTERN = f"[^{WHITESPACE_CLASS}]"
 _HAS_CONTENT = re.compile(SENTENCE_PATTERN)
 
 
-class InputError(Exception):
+class InputError(Exception):  # not a ValueError: raised in a pydantic validator, it reaches the caller as is
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
 
 
-def request_schema(settings: Settings) -> type[BaseModel]:
-    """The documented body of POST /predict; parse_body() enforces the same rules with clearer messages."""
-    # Lone surrogates (JSON "\ud800") are rejected too, but only the description says so: a pattern cannot
-    # express it portably (Rust and UTF-8 based validators cannot even hold such a string).
-    sentence: dict[str, Any] = {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": settings.max_chars,
-        "pattern": SENTENCE_PATTERN,
+def _document(schema: JsonDict, model: type[Any]) -> None:
+    """The published schema of PredictRequest's `text`, from the same limits its validator enforces.
+
+    Written out rather than generated from pydantic constraints (StringConstraints, Field(max_length=...)): those
+    would check again, with pydantic's Rust regex engine, and fail with pydantic's error types instead of our codes
+    and messages; the validators below are the only checks, and this is what they enforce. Lone surrogates (JSON
+    "\\ud800") are rejected too, but only the description says so: a pattern cannot express it portably (Rust and
+    UTF-8 based validators cannot even hold such a string)."""
+    sentence: JsonDict = {"type": "string", "minLength": 1, "maxLength": model.max_chars, "pattern": SENTENCE_PATTERN}
+    schema["properties"] = {
+        "text": {
+            "anyOf": [sentence, {"type": "array", "items": sentence, "minItems": 1, "maxItems": model.max_sentences}],
+            "description": f"One sentence, or a list of 1 to {model.max_sentences} sentences "
+            f"(each 1 to {model.max_chars} characters, not only whitespace, no unpaired UTF-16 surrogate escapes).",
+            "examples": ["The cat sat on the mat.", ["The cat sat on the mat.", "Cat the mat on sat."]],
+        }
     }
 
-    class PredictRequest(BaseModel):
-        model_config = ConfigDict(
-            extra="forbid",
-            json_schema_extra={
-                "properties": {
-                    "text": {
-                        "anyOf": [
-                            sentence,
-                            {"type": "array", "items": sentence, "minItems": 1, "maxItems": settings.max_sentences},
-                        ],
-                        "description": f"One sentence, or a list of 1 to {settings.max_sentences} sentences "
-                        f"(each 1 to {settings.max_chars} characters, not only whitespace, "
-                        "no unpaired UTF-16 surrogate escapes).",
-                        "examples": ["The cat sat on the mat.", ["The cat sat on the mat.", "Cat the mat on sat."]],
-                    }
-                }
-            },
-        )
-        text: str | list[str] = Field(...)
 
-    return PredictRequest
+class PredictRequest(BaseModel):
+    """The body of POST /predict (and GET's ?text= as {"text": ...}): its schema and its checks, with the default
+    limits; request_schema(settings) gives the subclass with the configured ones."""
+
+    model_config = ConfigDict(extra="forbid", title="PredictRequest", json_schema_extra=_document)
+    max_sentences: ClassVar[int] = Settings.max_sentences
+    max_chars: ClassVar[int] = Settings.max_chars
+
+    text: str | list[str]
+
+    @property
+    def sentences(self) -> list[str]:
+        return [self.text] if isinstance(self.text, str) else self.text
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_text(cls, body: Any) -> Any:
+        if not isinstance(body, dict) or "text" not in body:
+            raise InputError(
+                422, "invalid_body", 'the body must be a JSON object {"text": "a sentence"} or {"text": ["one", "two"]}'
+            )
+        unknown = sorted(set(body) - {"text"})
+        if unknown:
+            raise InputError(422, "invalid_body", f'unknown field(s) {unknown}: the body takes only "text"')
+        return body
+
+    # mode="plain": this is the whole validation of `text` (pydantic adds no checks or errors of its own).
+    @field_validator("text", mode="plain")
+    @classmethod
+    def _check_text(cls, text: Any) -> str | list[str]:
+        if isinstance(text, str):
+            sentences, listed = [text], False
+        elif isinstance(text, list) and text:
+            sentences, listed = text, True
+        else:
+            raise InputError(
+                422, "invalid_text", f'"text" must be a string or a non-empty list of strings, not {_json_type(text)}'
+            )
+        if len(sentences) > cls.max_sentences:
+            raise InputError(
+                422,
+                "too_many_sentences",
+                f'"text" has {len(sentences)} sentences; at most {cls.max_sentences} per request: split the list',
+            )
+        for i, sentence in enumerate(sentences):
+            where = f"text[{i}]" if listed else "text"
+            if not isinstance(sentence, str):
+                raise InputError(422, "invalid_text", f"{where} must be a string, not {_json_type(sentence)}")
+            if not _HAS_CONTENT.search(sentence):  # the schema's own pattern, so both call the same strings empty
+                raise InputError(422, "empty_text", f"{where} is empty or only whitespace: send a sentence")
+            if len(sentence) > cls.max_chars:
+                raise InputError(
+                    422,
+                    "text_too_long",
+                    f"{where} has {len(sentence)} characters; the limit is {cls.max_chars}: shorten or split it",
+                )
+            try:
+                sentence.encode("utf-8")
+            except UnicodeEncodeError:  # JSON "\ud800" decodes to a lone surrogate, which no tokenizer accepts
+                raise InputError(422, "invalid_text", f"{where} contains an unpaired UTF-16 surrogate escape") from None
+        return text
+
+
+def request_schema(settings: Settings) -> type[PredictRequest]:
+    """The model of POST /predict's body for these settings: documented schema and validator in one."""
+    return _with_limits(settings.max_sentences, settings.max_chars)
+
+
+@functools.cache  # one model per pair of limits, built once, not per request
+def _with_limits(sentences: int, chars: int) -> type[PredictRequest]:
+    class LimitedPredictRequest(PredictRequest):
+        max_sentences = sentences
+        max_chars = chars
+
+    return LimitedPredictRequest
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -78,7 +146,7 @@ def _is_json(content_type: str | None) -> bool:
 
 
 def parse_body(raw: bytes, content_type: str | None, settings: Settings) -> list[str]:
-    """Raw POST /predict body -> the sentences to classify."""
+    """Raw POST /predict body -> the sentences to classify: transport checks here, the body's rules in the model."""
     if not _is_json(content_type):
         raise InputError(
             415, "unsupported_media_type", f"Content-Type {content_type!r} is not JSON: send application/json"
@@ -97,47 +165,14 @@ def parse_body(raw: bytes, content_type: str | None, settings: Settings) -> list
         ) from None
     except RecursionError:
         raise InputError(400, "invalid_json", "the body nests JSON too deeply") from None
-    if not isinstance(payload, dict) or "text" not in payload:
-        raise InputError(
-            422, "invalid_body", 'the body must be a JSON object {"text": "a sentence"} or {"text": ["one", "two"]}'
-        )
-    unknown = sorted(set(payload) - {"text"})
-    if unknown:
-        raise InputError(422, "invalid_body", f'unknown field(s) {unknown}: the body takes only "text"')
-    text = payload["text"]
-    if isinstance(text, str):
-        return check_sentences([text], settings)
-    if not isinstance(text, list) or not text:
-        raise InputError(
-            422, "invalid_text", f'"text" must be a string or a non-empty list of strings, not {_json_type(text)}'
-        )
-    return check_sentences(text, settings, as_list=True)
+    return request_schema(settings).model_validate(payload).sentences
 
 
 def check_sentences(texts: list, settings: Settings, as_list: bool = False) -> list[str]:
-    if len(texts) > settings.max_sentences:
-        raise InputError(
-            422,
-            "too_many_sentences",
-            f'"text" has {len(texts)} sentences; at most {settings.max_sentences} per request: split the list',
-        )
-    for i, text in enumerate(texts):
-        where = f"text[{i}]" if as_list else "text"
-        if not isinstance(text, str):
-            raise InputError(422, "invalid_text", f"{where} must be a string, not {_json_type(text)}")
-        if not _HAS_CONTENT.search(text):  # the schema's own pattern, so both call the same strings empty
-            raise InputError(422, "empty_text", f"{where} is empty or only whitespace: send a sentence")
-        if len(text) > settings.max_chars:
-            raise InputError(
-                422,
-                "text_too_long",
-                f"{where} has {len(text)} characters; the limit is {settings.max_chars}: shorten or split it",
-            )
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # JSON "\ud800" decodes to a lone surrogate, which no tokenizer accepts
-            raise InputError(422, "invalid_text", f"{where} contains an unpaired UTF-16 surrogate escape") from None
-    return texts
+    """Sentences that came without a JSON body (GET /predict?text=...), checked by the same model as the body:
+    one sentence (as_list=False, named "text" in messages) or a list (named "text[i]")."""
+    text = texts if as_list or len(texts) != 1 else texts[0]
+    return request_schema(settings).model_validate({"text": text}).sentences
 
 
 def _json_type(value: object) -> str:

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.inputs import SENTENCE_PATTERN, InputError, parse_body, request_schema
+from app.inputs import SENTENCE_PATTERN, InputError, check_sentences, parse_body, request_schema
 from app.settings import Settings
 
 try:
@@ -112,6 +112,66 @@ def test_a_surrogate_pair_is_one_character():
     with pytest.raises(InputError) as err:
         parse_body(b'{"text": "' + b"\\ud83d\\ude00" * 21 + b'"}', "application/json", LIMITS)
     assert err.value.code == "text_too_long"
+
+
+def rejection(call) -> tuple[int, str, str]:
+    with pytest.raises(InputError) as err:
+        call()
+    return err.value.status, err.value.code, err.value.message
+
+
+def test_the_documented_model_is_the_one_that_enforces():
+    model = request_schema(LIMITS)
+    assert rejection(lambda: model.model_validate({"text": "  "})) == (
+        422,
+        "empty_text",
+        "text is empty or only whitespace: send a sentence",
+    )
+    assert model.model_validate({"text": ["ok", "fine"]}).sentences == ["ok", "fine"]
+    assert model.model_json_schema() == BODY_SCHEMA  # the very class the OpenAPI schema is generated from
+
+
+@pytest.mark.parametrize(
+    "body,code",
+    [
+        ({"text": ""}, "empty_text"),
+        ({"text": ["ok", "\u3000"]}, "empty_text"),
+        ({"text": "a" * 21}, "text_too_long"),
+        ({"text": ["ok", "a" * 21]}, "text_too_long"),
+        ({"text": ["s"] * 4}, "too_many_sentences"),
+        ({"text": []}, "invalid_text"),
+        ({"text": 42}, "invalid_text"),
+        ({"text": ["ok", None]}, "invalid_text"),
+        ({"text": "\ud800"}, "invalid_text"),
+        ({"sentence": "hi"}, "invalid_body"),
+        ({"text": "hi", "extra": 1}, "invalid_body"),
+        (["hi"], "invalid_body"),
+    ],
+)
+def test_parse_body_answers_exactly_what_the_model_raises(body, code):
+    model_says = rejection(lambda: request_schema(LIMITS).model_validate(body))
+    assert model_says[:2] == (422, code)
+    assert rejection(lambda: parse_body(json.dumps(body).encode(), "application/json", LIMITS)) == model_says
+
+
+def test_get_sentences_go_through_the_same_model():
+    assert check_sentences(["a" * 20], LIMITS) == ["a" * 20]
+    assert rejection(lambda: check_sentences(["\u3000 "], LIMITS))[1:] == (
+        "empty_text",
+        "text is empty or only whitespace: send a sentence",
+    )
+    assert rejection(lambda: check_sentences(["a" * 21], LIMITS)) == rejection(
+        lambda: request_schema(LIMITS).model_validate({"text": "a" * 21})
+    )
+
+
+def test_one_model_per_limits_built_once():
+    same_limits = Settings(bundle_dir=Path("elsewhere"), max_sentences=3, max_chars=20)
+    assert request_schema(same_limits) is request_schema(LIMITS)
+    other = request_schema(Settings(bundle_dir=Path("unused"), max_sentences=3, max_chars=5))
+    assert other is not request_schema(LIMITS)
+    assert rejection(lambda: other.model_validate({"text": "a" * 6}))[1] == "text_too_long"
+    assert request_schema(LIMITS).model_validate({"text": "a" * 6}).sentences == ["a" * 6]
 
 
 def test_published_post_schema_uses_the_validators_pattern(client):
