@@ -15,10 +15,10 @@ import sys
 import uvicorn
 from fastapi import FastAPI
 
-from app.bundle import BundleError
 from app.main import create_app, load_predictor
 from app.settings import Settings
 from app.telemetry import LOG_CONFIG, log_event
+from contract.bundle import BundleError
 
 
 class DrainingServer(uvicorn.Server):

@@ -1,10 +1,10 @@
 """Torch-free inference on a serving bundle: `tokenizers` + ONNX Runtime + numpy.
 
 The tokenizer runs without its own truncation and padding so that each input's full token count and
-unknown-token rate are known (monitoring compares them with the training data, which is counted the
-same way); the model still sees at most `max_length` tokens, truncated like `tokenizers` does it
-(keep the leading tokens, keep the trailing special token), and each batch is padded only to its
-longest row.
+unknown-token rate are known (monitoring compares them with the training data, counted by the same
+`contract.features.count_tokens`); the model still sees at most `max_length` tokens, truncated like
+`tokenizers` does it (keep the leading tokens, keep the trailing special token), and each batch is padded
+only to its longest row.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from app.bundle import CONFIG, BundleError, verify_manifest
+from contract.bundle import CONFIG, BundleError, verify_manifest
+from contract.features import count_tokens, unk_token_id
 
 THREADS_ENV = "COLA_ORT_THREADS"
 # Padded tokens per ONNX Runtime call: on the test split, small length-sorted groups beat one padded call
@@ -96,8 +97,7 @@ class BundlePredictor:
         self.pad_type_id = int(padding.get("pad_type_id", 0))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        unk_token = getattr(self.tokenizer.model, "unk_token", None)
-        self.unk_id = self.tokenizer.token_to_id(unk_token) if unk_token else None
+        self.unk_id = unk_token_id(self.tokenizer)
 
     def _load_session(self, path: Path, threads: int | None, config: dict) -> None:
         if threads is None:
@@ -133,10 +133,9 @@ class BundlePredictor:
         ids_rows, type_rows, tokens, unk_rates = [], [], [], []
         for enc in self.tokenizer.encode_batch(list(texts)):
             ids, type_ids, special = enc.ids, enc.type_ids, enc.special_tokens_mask
-            tokens.append(len(ids))
-            words = len(ids) - sum(special)
-            unks = ids.count(self.unk_id) if self.unk_id is not None else 0
-            unk_rates.append(unks / words if words else 0.0)
+            count, unk_rate = count_tokens(ids, special, self.unk_id)  # before truncation, as in the training stats
+            tokens.append(count)
+            unk_rates.append(unk_rate)
             if len(ids) > self.max_length:
                 tail = _trailing_specials(special)
                 keep = self.max_length - tail
@@ -200,12 +199,6 @@ class BundlePredictor:
         """(token counts, unknown-token rates) without running the model."""
         encoded = self.encode(texts)
         return encoded.tokens, encoded.unk_rates
-
-
-def upper_ratio(text: str) -> float:
-    """Share of letters that are capitals: the uncased tokenizer lowercases, so only this sees SHOUTING."""
-    letters = [c for c in text if c.isalpha()]
-    return sum(c.isupper() for c in letters) / len(letters) if letters else 0.0
 
 
 def _trailing_specials(special_mask: list[int]) -> int:

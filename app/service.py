@@ -11,9 +11,11 @@ import numpy as np
 from fastapi import Request
 
 from app.batcher import BatchStats, MicroBatcher, Overloaded
-from app.predictor import BundlePredictor, Encoded, upper_ratio
+from app.predictor import BundlePredictor, Encoded
 from app.settings import Settings
 from app.telemetry import Metrics, emf_records, log_event, print_emf
+from contract.features import upper_ratio
+from contract.logs import PREDICTION_EVENT, TEXT_FIELD
 
 LAMBDA_MARGIN_MS = 300  # kept back from the Lambda's remaining time to send the 504 and its logs
 # Typical CoLA-length sentences for the warm-up call that measures the model's first tokens/s.
@@ -161,12 +163,12 @@ class PredictionService:
     def _record(
         self, request_id: str, text: str, row: list[float], winner: int, tokens: int, unk_rate: float, latency_ms: float
     ) -> None:
-        """Metrics and the log line of one prediction (field names: docs/serving.md, read by stages/monitor.py)."""
+        """Metrics and the log line of one prediction (its fields: contract/logs.py, read by stages/monitor.py)."""
         label, confidence = self.predictor.labels[winner], row[winner]
         self.metrics.observe_prediction(label, confidence, len(text), tokens, unk_rate)
-        fields: dict[str, Any] = {"text": text} if self.settings.log_text else {}
+        fields: dict[str, Any] = {TEXT_FIELD: text} if self.settings.log_text else {}
         log_event(
-            "prediction",
+            PREDICTION_EVENT,
             request_id=request_id,
             model_version=self.predictor.version,
             label=label,

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from contract.features import token_stats
+
 LABELS = ("unacceptable", "acceptable")  # index = label id
 COLUMNS = ("sentence", "label")
 SPLIT_FILES = {"train": "train.tsv", "test": "validation.tsv"}  # our split -> file in the GLUE layout
@@ -216,15 +218,12 @@ def _describe(values: np.ndarray) -> dict:
 
 
 def reference_stats(train: pd.DataFrame, test: pd.DataFrame, tokenizer, tokenizer_name: str) -> dict:
-    """What the training data looks like, so live traffic can be compared with it (monitor stage)."""
-    encoded = tokenizer(list(train["sentence"]), truncation=False, return_special_tokens_mask=True)
-    token_length = np.array([len(ids) for ids in encoded["input_ids"]])
-    unk_rate = np.array(
-        [
-            ids.count(tokenizer.unk_token_id) / max(len(mask) - sum(mask), 1)
-            for ids, mask in zip(encoded["input_ids"], encoded["special_tokens_mask"], strict=True)
-        ]
-    )
+    """What the training data looks like, so live traffic can be compared with it (monitor stage).
+
+    `tokenizer` is a transformers fast tokenizer; its `tokenizers` backend is counted by the function the app
+    counts live inputs with (contract.features), so the two sides cannot drift apart."""
+    tokens, unks = token_stats(tokenizer.backend_tokenizer, train["sentence"])
+    token_length, unk_rate = np.array(tokens), np.array(unks)
     words = Counter(w for s in train["sentence"] for w in s.split())
     test_words = [w for s in test["sentence"] for w in s.split()]
     balance = train["label"].value_counts(normalize=True)

@@ -18,8 +18,8 @@ import onnx
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from app.bundle import CONFIG, write_manifest
 from app.predictor import GRAPH_LEVELS
+from contract.bundle import CONFIG, write_manifest
 
 INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 VARIANTS = ("fp32", "optimized", "int8", "int8_static")
@@ -403,7 +403,7 @@ def write_bundle(
     preoptimize_level: str | None = None,
     decision_threshold: float = 0.5,
 ) -> dict:
-    """Write the self-contained serving bundle described in app/bundle.py and return its manifest.
+    """Write the self-contained serving bundle described in contract/bundle.py and return its manifest.
 
     preoptimize_level ("basic"/"extended"): ship the graph ONNX Runtime optimised offline (see preoptimize),
     and tell the predictor (config.json `graph_optimization_level`) to load it without optimising again,

@@ -525,8 +525,9 @@ def app_revision() -> dict:
         except (OSError, subprocess.CalledProcessError):
             return None
 
-    return {"head": git("rev-parse", "HEAD"), "app_last_commit": git("log", "-1", "--format=%h %s", "--", "app"),
-            "app_uncommitted_changes": bool(git("status", "--porcelain", "--", "app"))}  # fmt: skip
+    served = ("app", "contract")  # the code the server runs
+    return {"head": git("rev-parse", "HEAD"), "app_last_commit": git("log", "-1", "--format=%h %s", "--", *served),
+            "app_uncommitted_changes": bool(git("status", "--porcelain", "--", *served))}  # fmt: skip
 
 
 def fmt(value, unit: str = "") -> str:

@@ -21,12 +21,13 @@ import urllib.request
 MAIN = "refs/heads/main"
 CI_WORKFLOW = "ci.yml"
 BUNDLE = "artifacts/bundle"
-# What the image is built from (docker/Dockerfile.lambda COPYs app/ incl. app/requirements.txt, the wheels from
-# docker/requirements-lambda.txt via fetch-wheels.sh, artifacts/bundle; .dockerignore filters the context) and
+# What the image is built from (docker/Dockerfile.lambda COPYs app/ incl. app/requirements.txt, contract/, the wheels
+# from docker/requirements-lambda.txt via fetch-wheels.sh, artifacts/bundle; .dockerignore filters the context) and
 # what decides how it is deployed (the workflow, deploy_lambda.py's function settings). The bundle itself is
 # compared by its md5 in dvc.lock, so a dvc.lock change in another stage (a re-run benchmark) does not redeploy.
 IMAGE_INPUTS = (
     "app/",
+    "contract/",
     "docker/Dockerfile.lambda",
     "docker/requirements-lambda.txt",
     "docker/fetch-wheels.sh",

@@ -46,7 +46,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 log = logging.getLogger("deploy")
 
 SMOKE_SENTENCE = "The cat sat on the mat."
-LABELS = ("acceptable", "unacceptable")  # app/bundle.py config.json labels; /predict answers with one of them
+LABELS = ("acceptable", "unacceptable")  # contract/bundle.py config.json labels; /predict answers with one of them
 API_TAG = "cola-mlops:api"  # the deploy role may only touch HTTP APIs carrying this tag (deploy/iam/)
 
 

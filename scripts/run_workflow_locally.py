@@ -369,7 +369,7 @@ args = sys.argv[1:]
 entry = {"tool": "docker", "args": args}
 if args[0] == "build":
     dockerfile = Path(args[args.index("-f") + 1])
-    for needed in ("app", "artifacts/bundle", dockerfile):
+    for needed in ("app", "contract", "artifacts/bundle", dockerfile):
         if not Path(needed).exists():
             sys.exit(f"docker stub: build context lacks {needed}")
     entry["bundle_files"] = sorted(p.name for p in Path("artifacts/bundle").iterdir())

@@ -196,7 +196,7 @@ def measure_peak(
     the mean token count (special tokens included, truncated at max_length) of the benchmark's sentences."""
     import json
 
-    from app.bundle import CONFIG
+    from contract.bundle import CONFIG
 
     shape = json.loads((paths["model_dir"] / "config.json").read_text())
     bundle_config = json.loads((paths["bundle_dir"] / CONFIG).read_text())

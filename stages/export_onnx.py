@@ -1,7 +1,7 @@
 """export_onnx: trained model → ONNX variants (fp32, optimised fp32, int8 dynamic, int8 static) → parity gate
 → serving bundle.
 
-Outputs: artifacts/onnx/ (every variant), artifacts/bundle/ (the served variant, see app/bundle.py) and
+Outputs: artifacts/onnx/ (every variant), artifacts/bundle/ (the served variant, see contract/bundle.py) and
 reports/export/metrics.json (the DVC metric: parity figures and the served variant's test accuracy, MCC, agreement
 with PyTorch and size) and reports/export/variants.json (the same figures, and more, for every variant).
 The stage fails, with the numbers, if the fp32 export does not reproduce PyTorch on the whole test split

@@ -26,12 +26,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from app.predictor import upper_ratio
 from cola import drift
 from cola.config import load_params, write_json
 from cola.drift_report import render_report
-
-REQUIRED_FIELDS = ("ts", "label", "confidence", "chars", "tokens", "unk_rate")
+from contract.features import upper_ratio
+from contract.logs import MONITOR_FIELDS, PREDICTION_EVENT, TEXT_FIELD
 
 
 class MonitorError(RuntimeError):
@@ -55,9 +54,9 @@ def parse_records(lines, source: str) -> list[dict]:
             record = json.loads(line[start:])
         except ValueError:
             continue
-        if not isinstance(record, dict) or record.get("event") != "prediction":
+        if not isinstance(record, dict) or record.get("event") != PREDICTION_EVENT:
             continue
-        missing = [f for f in REQUIRED_FIELDS if f not in record]
+        missing = [f for f in MONITOR_FIELDS if f not in record]
         if missing:
             raise MonitorError(
                 f"{source}, line {number}: prediction record lacks {missing}; "
@@ -112,8 +111,8 @@ def live_features(records: list[dict]) -> dict[str, np.ndarray]:
     # The capital-letter share needs the app's `upper_ratio` field, or the text (logged only when enabled).
     if all("upper_ratio" in r for r in records):
         features["upper_ratio"] = column("upper_ratio")
-    elif all("text" in r for r in records):
-        features["upper_ratio"] = np.array([upper_ratio(r["text"]) for r in records])
+    elif all(TEXT_FIELD in r for r in records):
+        features["upper_ratio"] = np.array([upper_ratio(r[TEXT_FIELD]) for r in records])
     return features
 
 
@@ -122,8 +121,8 @@ def live_features(records: list[dict]) -> dict[str, np.ndarray]:
 
 def reference_features(stats_path: Path, held_out: Path, bundle_dir: Path) -> tuple[dict, dict]:
     """Reference feature arrays, and facts about the reference for the report."""
-    from app.bundle import BundleError
     from app.predictor import BundlePredictor
+    from contract.bundle import BundleError
 
     try:
         stats = json.loads(stats_path.read_text())

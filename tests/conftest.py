@@ -165,7 +165,7 @@ TRAINED_MODEL_HOW = (
 def trained_bundle() -> Path:
     """The fine-tuned model's serving bundle. Not required under COLA_REQUIRE_ALL_TIERS: a fresh clone has no
     trained model unless it can pull one from the DVC remote, and training it would take most of CI's time."""
-    from app.bundle import BundleError, verify_manifest
+    from contract.bundle import BundleError, verify_manifest
 
     try:
         verify_manifest(TRAINED_BUNDLE)

@@ -42,6 +42,7 @@ PROJECT_PATHS = [
     "stages",
     "cola",
     "app",
+    "contract",
     "docker/Dockerfile.lambda",
     "docker/requirements-lambda.txt",
     "docker/fetch-wheels.sh",

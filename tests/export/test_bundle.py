@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.bundle import BundleError, verify_manifest
 from cola import onnx_export as ox
 from cola.config import ROOT, load_params, resolve_pretrained
+from contract.bundle import BundleError, verify_manifest
 from tests.conftest_bundle import FIXTURE_COLA, MINILM, TINY_MAX_LENGTH, cola_rows
 
 

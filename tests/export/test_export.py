@@ -9,10 +9,10 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 
-from app.bundle import BundleError, verify_manifest, write_manifest
 from app.predictor import BundlePredictor
 from cola import onnx_export as ox
 from cola.config import compose_params, load_params
+from contract.bundle import BundleError, verify_manifest, write_manifest
 from tests.conftest_bundle import FIXTURE_COLA, TINY_MAX_LENGTH, cola_rows
 
 

@@ -32,7 +32,7 @@ def run_stage(project, stage: str) -> str:
 
 def test_ddp_on_two_cpu_processes_trains_and_only_rank_0_writes(tmp_path, cola_dir):
     project = tmp_path / "project"
-    for name in ("cola", "stages", "app", "conf"):
+    for name in ("cola", "stages", "app", "contract", "conf"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     compose_params(
         project / "params.yaml",

@@ -25,6 +25,7 @@ PROJECT = [
     "cola",
     "stages",
     "app",
+    "contract",
     "conf",
     "dvc.yaml",
     ".dvc/config",

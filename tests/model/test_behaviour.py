@@ -13,9 +13,9 @@ import shutil
 import pandas as pd
 import pytest
 
-from app.bundle import CONFIG, write_manifest
 from app.predictor import BundlePredictor
 from cola.config import ROOT
+from contract.bundle import CONFIG, write_manifest
 from tests.conftest_bundle import cola_rows
 from tests.model import behaviour
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from app.predictor import BundlePredictor, upper_ratio
+from app.predictor import BundlePredictor
 from cola.config import ROOT
+from contract.features import upper_ratio
 
 COLA_DIR = ROOT / "tests" / "fixtures" / "cola"  # made-up CoLA-format data, present on every machine
 FULL_COLA_DIR = ROOT.parent / "shared" / "data" / "cola"

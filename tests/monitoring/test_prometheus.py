@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from cola.config import ROOT
+from contract.logs import PREDICTION_FIELDS, TEXT_FIELD
 from stages import monitor
 from tests.monitoring import streams
 from tests.monitoring.conftest import free_port
@@ -76,7 +77,7 @@ def test_shipped_configs_are_valid():
         assert metric in exprs, f"dashboard has no panel for {metric}"
     template = json.loads((MONITORING / "opensearch" / "index-template.json").read_text())
     mapped = set(template["template"]["mappings"]["properties"])
-    assert set(monitor.REQUIRED_FIELDS) | {"request_id", "model_version", "latency_ms", "prob_acceptable"} <= mapped
+    assert {*PREDICTION_FIELDS, TEXT_FIELD} <= mapped  # every field of the prediction log line is searchable
     objects = [
         json.loads(line) for line in (MONITORING / "opensearch" / "saved-objects.ndjson").read_text().splitlines()
     ]

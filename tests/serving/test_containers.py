@@ -37,6 +37,7 @@ def build_context(tiny_bundle, tmp_path_factory) -> Path:
     context = tmp_path_factory.mktemp("context")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "app", context / "app", ignore=ignore)
+    shutil.copytree(ROOT / "contract", context / "contract", ignore=ignore)
     shutil.copytree(ROOT / "docker", context / "docker", ignore=ignore)
     shutil.copytree(tiny_bundle, context / "artifacts" / "bundle")
     shutil.copyfile(ROOT / ".dockerignore", context / ".dockerignore")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.bundle import BundleError
 from app.predictor import BundlePredictor
+from contract.bundle import BundleError
 
 
 def test_exposes_bundle_metadata(predictor, tiny_bundle):
@@ -81,7 +81,7 @@ def bundle_with_threshold(tiny_bundle, directory, threshold) -> BundlePredictor:
     import json
     import shutil
 
-    from app.bundle import CONFIG, write_manifest
+    from contract.bundle import CONFIG, write_manifest
 
     bundle = shutil.copytree(tiny_bundle, directory)
     config = json.loads((bundle / CONFIG).read_text()) | {"decision_threshold": threshold}

@@ -36,7 +36,7 @@ def test_explained_params_exist_and_no_stage_declares_them():
 
 @pytest.fixture
 def project_copy(tmp_path):
-    for name in ("cola", "stages", "app"):
+    for name in ("cola", "stages", "app", "contract"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
