@@ -31,13 +31,14 @@ class Refused(Exception):
 
     def __init__(self, status: int, code: str, reason: str, message: str, retry_after_s: int | None = None):
         super().__init__(message)
-        self.status, self.code, self.reason, self.message, self.retry_after_s = (
-            status,
-            code,
-            reason,
-            message,
-            retry_after_s,
-        )
+        self.status, self.code, self.reason, self.message = status, code, reason, message
+        self.retry_after_s = retry_after_s
+
+
+def deadline_exceeded() -> Refused:
+    return Refused(
+        504, "deadline_exceeded", "deadline", "no answer within the deadline: retry later or send fewer sentences"
+    )
 
 
 class ClientGone(Exception):
@@ -129,6 +130,8 @@ class PredictionService:
             raise Refused(
                 503, "draining", "draining", "the server is shutting down: retry, another instance will answer", 1
             )
+        if deadline <= time.perf_counter():  # e.g. a Lambda with less time left than its margin: never start it
+            raise deadline_exceeded()
         try:
             job = self.batcher.submit(encoded)
         except Overloaded as exc:
@@ -147,9 +150,7 @@ class PredictionService:
         self.metrics.queued_tokens.set(self.batcher.queued_tokens)
         if watcher in done:
             raise ClientGone
-        raise Refused(
-            504, "deadline_exceeded", "deadline", "no answer within the deadline: retry later or send fewer sentences"
-        )
+        raise deadline_exceeded()
 
     def _deadline_ms(self, request: Request) -> float:
         """COLA_DEADLINE_MS, or less on Lambda: answer 504 ourselves before the function times out."""
