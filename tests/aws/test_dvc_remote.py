@@ -190,7 +190,7 @@ def test_raw_data_reaches_a_machine_without_the_source_through_s3(tmp_path, aws_
 
     origin = tmp_path / "origin"
     origin.mkdir()
-    for name in ("cola", "stages"):
+    for name in ("cola", "stages", "contract"):  # what stages.get_data imports
         shutil.copytree(REPO_ROOT / name, origin / name, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["data"].update(source="local", local_dir=str(source))
