@@ -10,9 +10,8 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-ROOT = Path(__file__).resolve().parent.parent
-PARAMS_FILE = ROOT / "params.yaml"
-PIPELINE_FILE = ROOT / "dvc.yaml"
+from cola.paths import CONF_DIR, PARAMS_FILE, PIPELINE_FILE
+from cola.paths import ROOT as ROOT  # re-exported: tests import cola.config.ROOT
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
@@ -71,7 +70,7 @@ def compose_params(output: str | Path = PARAMS_FILE, overrides: list[str] | None
     """Compose conf/ into `output` exactly as `dvc exp run` does (DVC's own Hydra integration)."""
     from dvc.utils.hydra import compose_and_dump
 
-    compose_and_dump(str(output), str(ROOT / "conf"), None, "config", "", list(overrides or []))
+    compose_and_dump(str(output), str(CONF_DIR), None, "config", "", list(overrides or []))
 
 
 if __name__ == "__main__":  # `make params`: python -m cola.config [override ...]

@@ -665,7 +665,7 @@ def main() -> None:
         raise SystemExit(f"no bundle at {args.bundle}: run `dvc repro export_onnx` or pass --bundle")
     env = dict(item.split("=", 1) for item in args.env)
     budget_ms = float({**os.environ, **env}.get("COLA_QUEUE_BUDGET_MS", DEFAULT_QUEUE_BUDGET_MS))
-    from stages.benchmark import machine_fingerprint
+    from cola.benchmark import machine_fingerprint
 
     results: dict = {
         "machine": machine_fingerprint(), "app_revision": app_revision(), "bundle": str(args.bundle),

@@ -22,13 +22,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-# The benchmark's file and key names are defined once, in the stage that writes them.
+# Paths are defined once (cola/paths.py), and the benchmark's file and key names in the module that writes them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stages import benchmark as bench  # noqa: E402
+from cola import benchmark as bench  # noqa: E402
+from cola import paths  # noqa: E402
 
-EVALUATE_METRICS = "reports/evaluate/metrics.json"  # stages/evaluate.py: test metrics at the top level
-EXPORT_METRICS = "reports/export/metrics.json"  # stages/export_onnx.py: "served" = the bundle's variant
-BENCHMARK_DIR = bench.OUT_DIR.relative_to(bench.ROOT).as_posix()
+EVALUATE_METRICS = paths.EVALUATE_METRICS.relative_to(paths.ROOT).as_posix()  # test metrics at the top level
+EXPORT_METRICS = paths.EXPORT_METRICS.relative_to(paths.ROOT).as_posix()  # "served" = the bundle's variant
+BENCHMARK_DIR = paths.BENCHMARK_REPORT_DIR.relative_to(paths.ROOT).as_posix()
 BENCHMARK_METRICS = f"{BENCHMARK_DIR}/{bench.METRICS_JSON}"
 BENCHMARK_RUN = f"{BENCHMARK_DIR}/{bench.RUN_JSON}"
 MISSING = "—"

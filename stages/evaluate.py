@@ -10,12 +10,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from cola.config import ROOT, load_params, write_json
+from cola.config import load_params, write_json
 from cola.data import LABELS
 from cola.metrics import classification_metrics, decide
 from cola.model import load_classifier, load_tokenizer, predict_proba
-
-OUT = ROOT / "reports" / "evaluate"
+from cola.paths import EVALUATE_METRICS, EVALUATE_REPORT_DIR, MODEL_DIR, TEST_DATA
 
 
 def curve_points(x: np.ndarray, y: np.ndarray, names: tuple[str, str], max_points: int = 200) -> list[dict]:
@@ -26,8 +25,8 @@ def curve_points(x: np.ndarray, y: np.ndarray, names: tuple[str, str], max_point
 
 def main() -> None:
     params = load_params()
-    test = pd.read_parquet(ROOT / "data" / "prepared" / "test.parquet")
-    model_dir = str(ROOT / "models" / "model")
+    test = pd.read_parquet(TEST_DATA)
+    model_dir = str(MODEL_DIR)
     probs = predict_proba(
         load_classifier(model_dir),
         load_tokenizer(model_dir),
@@ -37,23 +36,23 @@ def main() -> None:
     )
     labels = test["label"].to_numpy()
     # The decision rule the train stage chose on validation (0.5 = argmax when it did not tune one).
-    threshold = json.loads((ROOT / "models" / "model" / "config.json").read_text()).get("decision_threshold", 0.5)
+    threshold = json.loads((MODEL_DIR / "config.json").read_text()).get("decision_threshold", 0.5)
     preds = decide(probs, threshold)
 
     metrics = classification_metrics(labels, probs, threshold)
-    write_json(OUT / "metrics.json", metrics)
+    write_json(EVALUATE_METRICS, metrics)
     predictions = test.assign(pred=preds, prob_acceptable=probs[:, 1].round(6))
-    predictions.to_csv(OUT / "predictions.csv", index=False)
-    predictions[preds != labels].to_csv(OUT / "misclassified.csv", index=False)
+    predictions.to_csv(EVALUATE_REPORT_DIR / "predictions.csv", index=False)
+    predictions[preds != labels].to_csv(EVALUATE_REPORT_DIR / "misclassified.csv", index=False)
 
     fpr, tpr, _ = roc_curve(labels, probs[:, 1])
     precision, recall, _ = precision_recall_curve(labels, probs[:, 1])
     write_json(
-        OUT / "plots" / "confusion.json",
+        EVALUATE_REPORT_DIR / "plots" / "confusion.json",
         [{"actual": LABELS[a], "predicted": LABELS[p]} for a, p in zip(labels, preds, strict=True)],
     )
-    write_json(OUT / "plots" / "roc.json", curve_points(fpr, tpr, ("fpr", "tpr")))
-    write_json(OUT / "plots" / "pr.json", curve_points(recall, precision, ("recall", "precision")))
+    write_json(EVALUATE_REPORT_DIR / "plots" / "roc.json", curve_points(fpr, tpr, ("fpr", "tpr")))
+    write_json(EVALUATE_REPORT_DIR / "plots" / "pr.json", curve_points(recall, precision, ("recall", "precision")))
     print("evaluate: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "n"))
 
 

@@ -19,14 +19,8 @@ import pandas as pd
 
 from app.predictor import BundlePredictor
 from cola import onnx_export as ox
-from cola.config import ROOT, declared_params, load_params, write_json
-
-MODEL_DIR = ROOT / "models" / "model"
-TEST_DATA = ROOT / "data" / "prepared" / "test.parquet"
-TRAIN_DATA = ROOT / "data" / "prepared" / "train.parquet"  # calibration sentences of the int8_static variant
-ONNX_DIR = ROOT / "artifacts" / "onnx"
-BUNDLE_DIR = ROOT / "artifacts" / "bundle"
-METRICS = ROOT / "reports" / "export" / "metrics.json"
+from cola.config import declared_params, load_params, write_json
+from cola.paths import BUNDLE_DIR, EXPORT_METRICS, MODEL_DIR, ONNX_DIR, TEST_DATA, TRAIN_DATA
 
 
 def check_bundle(bundle_dir: Path, sentences: list[str], expected_logits: np.ndarray) -> float:
@@ -58,9 +52,9 @@ def run(
     test_data: Path = TEST_DATA,
     onnx_dir: Path = ONNX_DIR,
     bundle_dir: Path = BUNDLE_DIR,
-    metrics_path: Path = METRICS,
+    metrics_path: Path = EXPORT_METRICS,
     params: dict | None = None,
-    train_data: Path = TRAIN_DATA,
+    train_data: Path = TRAIN_DATA,  # calibration sentences of the int8_static variant
 ) -> dict:
     params = params or load_params()
     cfg, max_length = params.export, params.model.max_length

@@ -14,22 +14,20 @@ import sys
 
 import yaml
 
-from cola.config import ROOT, load_params
+from cola.config import load_params
 from cola.data import DataValidationError, fetch, load_raw
-
-RAW_DIR = ROOT / "data" / "raw"
-DVC_FILE = ROOT / "data" / "raw.dvc"
+from cola.paths import RAW_DIR, RAW_DVC_FILE, ROOT
 
 
 def record_source(source: dict) -> None:
     """Keep where the bytes came from next to their hash (meta is ignored by DVC's status checks)."""
-    tracked = yaml.safe_load(DVC_FILE.read_text())
+    tracked = yaml.safe_load(RAW_DVC_FILE.read_text())
     if tracked.get("meta") != source:
-        DVC_FILE.write_text(yaml.safe_dump({**tracked, "meta": source}, sort_keys=False))
+        RAW_DVC_FILE.write_text(yaml.safe_dump({**tracked, "meta": source}, sort_keys=False))
 
 
 def tracked_hash() -> str | None:
-    return yaml.safe_load(DVC_FILE.read_text())["outs"][0]["md5"] if DVC_FILE.is_file() else None
+    return yaml.safe_load(RAW_DVC_FILE.read_text())["outs"][0]["md5"] if RAW_DVC_FILE.is_file() else None
 
 
 def main() -> None:

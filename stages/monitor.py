@@ -7,7 +7,7 @@
 Reference: input lengths and unknown-token rates from data/reference/stats.json (the training split, written
 by prepare); confidence, predicted label ratio and capital-letter share from the served bundle run over the
 held-out validation split (the same ONNX variant that produced the live confidences, on data it never trained
-on, and not the test split that tests replay).
+on, and not the test split that tests replay). How: cola/monitoring.py.
 
 Writes reports/monitor/{metrics.json, alerts.json, report.html}. Exit code 0: no drift; 1: drift past a
 threshold; 2: the inputs could not be used (the message says what and how to fix it).
@@ -16,220 +16,13 @@ threshold; 2: the inputs could not be used (the message says what and how to fix
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from omegaconf import DictConfig
+from cola import monitoring
+from cola.config import load_params
 
-from cola import drift
-from cola.config import load_params, write_json
-from cola.drift_report import render_report
-from contract.features import upper_ratio
-from contract.logs import MONITOR_FIELDS, PREDICTION_EVENT, TEXT_FIELD
-
-
-class MonitorError(RuntimeError):
-    """The logs or the reference cannot be used; the message says what and how to fix it."""
-
-
-# ---- live side ----------------------------------------------------------------------------------------------
-
-
-def parse_records(lines, source: str) -> list[dict]:
-    """Prediction records from log lines; other lines (request logs, EMF records, plain text) are skipped.
-
-    A line may carry a prefix before its JSON (Lambda's logging format): parsing starts at the first '{'.
-    """
-    records = []
-    for number, line in enumerate(lines, 1):
-        start = line.find("{")
-        if start < 0:
-            continue
-        try:
-            record = json.loads(line[start:])
-        except ValueError:
-            continue
-        if not isinstance(record, dict) or record.get("event") != PREDICTION_EVENT:
-            continue
-        missing = [f for f in MONITOR_FIELDS if f not in record]
-        if missing:
-            raise MonitorError(
-                f"{source}, line {number}: prediction record lacks {missing}; "
-                f"logs must come from the app's JSON prediction logger (app/)"
-            )
-        records.append(record)
-    return records
-
-
-def read_log_file(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise MonitorError(
-            f"prediction log {path} does not exist: run the app with its JSON logs redirected "
-            f"there, or pass --logs PATH / --cloudwatch LOG_GROUP"
-        )
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return parse_records(f, str(path))
-
-
-def read_cloudwatch(log_group: str, hours: float, client=None) -> list[dict]:
-    """Prediction records of the last `hours` from a CloudWatch Logs group (boto3, default credentials)."""
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    client = client or boto3.client("logs")
-    start = int((time.time() - hours * 3600) * 1000)
-    messages = []
-    try:
-        for page in client.get_paginator("filter_log_events").paginate(logGroupName=log_group, startTime=start):
-            messages.extend(event["message"] for event in page["events"])
-    except (BotoCoreError, ClientError) as exc:
-        raise MonitorError(
-            f"CloudWatch Logs group {log_group!r} could not be read ({exc}): check the group name, "
-            f"AWS_REGION and credentials"
-        ) from exc
-    return parse_records(messages, f"CloudWatch {log_group}")
-
-
-def live_features(records: list[dict]) -> dict[str, np.ndarray]:
-    def column(name):
-        return np.array([r[name] for r in records], dtype=float)
-
-    chars, tokens = column("chars"), column("tokens")
-    features = {
-        "char_length": chars,
-        "token_length": tokens,
-        "token_density": tokens / np.maximum(chars, 1),
-        "confidence": column("confidence"),
-        "unk_rate": column("unk_rate"),
-        "label": np.array([r["label"] == "acceptable" for r in records], dtype=int),
-    }
-    # The capital-letter share needs the app's `upper_ratio` field, or the text (logged only when enabled).
-    if all("upper_ratio" in r for r in records):
-        features["upper_ratio"] = column("upper_ratio")
-    elif all(TEXT_FIELD in r for r in records):
-        features["upper_ratio"] = np.array([upper_ratio(r[TEXT_FIELD]) for r in records])
-    return features
-
-
-# ---- reference side -----------------------------------------------------------------------------------------
-
-
-def reference_features(stats_path: Path, held_out: Path, bundle_dir: Path) -> tuple[dict, dict]:
-    """Reference feature arrays, and facts about the reference for the report."""
-    from app.predictor import BundlePredictor
-    from contract.bundle import BundleError
-
-    try:
-        stats = json.loads(stats_path.read_text())
-        chars = np.array(stats["char_length"]["values"], dtype=float)
-        tokens = np.array(stats["token_length"]["values"], dtype=float)
-        unk = np.array(stats["unk_rate"]["values"], dtype=float)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise MonitorError(
-            f"reference statistics {stats_path} are missing or malformed ({exc!r}): run `dvc repro prepare`"
-        ) from exc
-    try:
-        texts = pd.read_parquet(held_out)["sentence"].astype(str).tolist()
-    except (OSError, ValueError, KeyError) as exc:
-        raise MonitorError(f"held-out split {held_out} cannot be read ({exc!r}): run `dvc repro prepare`") from exc
-    try:
-        predictor = BundlePredictor(bundle_dir)
-    except BundleError as exc:
-        raise MonitorError(f"the served bundle is needed for the reference confidences: {exc}") from exc
-    probs = np.concatenate([predictor.predict_proba(texts[i : i + 64]) for i in range(0, len(texts), 64)])
-    winners = predictor.decide(probs)  # the served decision rule, so reference and live labels compare
-    features = {
-        "char_length": chars,
-        "token_length": tokens,
-        "token_density": tokens / np.maximum(chars, 1),
-        "unk_rate": unk,
-        "confidence": probs[np.arange(len(probs)), winners],
-        "label": (winners == predictor.positive).astype(int),
-        "upper_ratio": np.array([upper_ratio(t) for t in texts]),
-    }
-    facts = {
-        "training_rows": int(stats.get("n_rows", len(chars))),
-        "held_out_rows": len(texts),
-        "training_acceptable": float(stats.get("label_balance", {}).get("acceptable", float("nan"))),
-        "model_version": predictor.version,
-    }
-    return features, facts
-
-
-# ---- report ---------------------------------------------------------------------------------------------------
-
-
-def label_ratio_over_time(records: list[dict], buckets: int) -> list[dict]:
-    """Acceptable share of predictions in equal time slices of the log."""
-    times = np.array([_epoch(r["ts"]) for r in records])
-    labels = np.array([r["label"] == "acceptable" for r in records])
-    edges = np.linspace(times.min(), times.max() + 1e-6, buckets + 1)
-    slot = np.clip(np.searchsorted(edges, times, side="right") - 1, 0, buckets - 1)
-    return [
-        {
-            "start": datetime.fromtimestamp(edges[b], UTC).isoformat(timespec="seconds"),
-            "acceptable_share": float(labels[slot == b].mean()),
-            "n": int((slot == b).sum()),
-        }
-        for b in range(buckets)
-        if (slot == b).any()
-    ]
-
-
-def _epoch(ts) -> float:
-    if isinstance(ts, int | float):
-        return float(ts)
-    try:
-        return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
-    except ValueError as exc:
-        raise MonitorError(f"prediction record has an unreadable timestamp {ts!r}: expected ISO 8601") from exc
-
-
-def monitor(config: DictConfig, records: list[dict], source: str) -> tuple[dict, list[drift.Check]]:
-    """Compare `records` with the reference and write metrics.json, alerts.json and report.html."""
-    if len(records) < config.min_predictions:
-        raise MonitorError(
-            f"{source} holds {len(records)} prediction records, fewer than "
-            f"monitor.min_predictions={config.min_predictions}: wait for more traffic or lower it"
-        )
-    reference, facts = reference_features(Path(config.reference_stats), Path(config.held_out), Path(config.bundle_dir))
-    live = live_features(records)
-    figures, checks = drift.compare(reference, live, config.thresholds, config.bins)
-    live_versions = sorted({str(r.get("model_version")) for r in records})
-    figures.update(n_predictions=len(records), alerts=sum(c.alert for c in checks))
-
-    out = Path(config.out_dir)
-    write_json(out / "metrics.json", figures)
-    write_json(
-        out / "alerts.json",
-        {
-            "source": source,
-            "reference": facts,
-            "live_model_versions": live_versions,
-            "checks": drift.checks_as_dicts(checks),
-            "skipped": sorted(set(drift.FEATURES) - {c.feature for c in checks}),
-        },
-    )
-    histograms = {
-        f: drift.histogram(reference[f], live[f])
-        for f in ("char_length", "token_length", "confidence", "token_density")
-        if f in figures
-    }
-    meta = {
-        "source": source,
-        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-        **facts,
-        "live_model_versions": live_versions,
-        "n_predictions": len(records),
-    }
-    html = render_report(meta, figures, checks, histograms, label_ratio_over_time(records, config.time_buckets))
-    (out / "report.html").write_text(html, encoding="utf-8")
-    return figures, checks
+OVERRIDABLE = ("reference_stats", "held_out", "bundle_dir", "out_dir")  # monitor.* paths, also options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,33 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--cloudwatch", metavar="LOG_GROUP", help="read a CloudWatch Logs group instead")
     parser.add_argument("--hours", type=float, help="CloudWatch window (default: monitor.cloudwatch.hours)")
     parser.add_argument("--params", type=Path, default=None, help="params file (default: params.yaml)")
-    for name in ("reference_stats", "held_out", "bundle_dir", "out_dir"):
+    for name in OVERRIDABLE:
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"override monitor.{name}")
     args = parser.parse_args(argv)
 
     config = (load_params(args.params) if args.params else load_params()).monitor
-    config.update(
-        {k: v for k in ("reference_stats", "held_out", "bundle_dir", "out_dir") if (v := getattr(args, k)) is not None}
-    )
+    config.update({k: v for k in OVERRIDABLE if (v := getattr(args, k)) is not None})
     try:
-        if args.cloudwatch:
-            hours = args.hours or config.cloudwatch.hours
-            records, where = read_cloudwatch(args.cloudwatch, hours), f"CloudWatch {args.cloudwatch} (last {hours} h)"
-        else:
-            path = args.logs or Path(config.logs_file)
-            records, where = read_log_file(path), str(path)
-        figures, checks = monitor(config, records, where)
-    except MonitorError as exc:
+        records, where = monitoring.read_records(config, args.logs, args.cloudwatch, args.hours)
+        _, checks = monitoring.monitor(config, records, where)
+    except monitoring.MonitorError as exc:
         print(f"monitor: {exc}", file=sys.stderr)
         return 2
-    alerts = [c for c in checks if c.alert]
-    for c in checks:
-        print(
-            f"{'ALERT' if c.alert else 'ok   '} {c.feature:15s} {c.statistic:24s} {c.value:9.4f}  "
-            f"(threshold {c.threshold})"
-        )
-    print(f"{len(records)} predictions from {where}: {len(alerts)} alert(s); report: {config.out_dir}/report.html")
-    return 1 if alerts else 0
+    print(monitoring.summary(checks, len(records), where, config.out_dir))
+    return 1 if any(c.alert for c in checks) else 0
 
 
 if __name__ == "__main__":

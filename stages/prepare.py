@@ -9,12 +9,9 @@ import sys
 
 from transformers import AutoTokenizer
 
-from cola.config import ROOT, load_params, resolve_pretrained, write_json
+from cola.config import load_params, resolve_pretrained, write_json
 from cola.data import DataValidationError, load_raw, make_splits, reference_stats
-
-RAW_DIR = ROOT / "data" / "raw"
-PREPARED = ROOT / "data" / "prepared"
-REFERENCE = ROOT / "data" / "reference"
+from cola.paths import PREPARED_DIR, PREPARED_SUMMARY, RAW_DIR, REFERENCE_STATS
 
 
 def main() -> None:
@@ -22,15 +19,15 @@ def main() -> None:
     raw = load_raw(RAW_DIR)
     splits, cleaning = make_splits(raw, params.data, params.seed)
 
-    PREPARED.mkdir(parents=True, exist_ok=True)
+    PREPARED_DIR.mkdir(parents=True, exist_ok=True)
     for name, frame in splits.items():
-        frame.to_parquet(PREPARED / f"{name}.parquet", index=False)
+        frame.to_parquet(PREPARED_DIR / f"{name}.parquet", index=False)
     rows = {name: len(frame) for name, frame in splits.items()}
-    write_json(PREPARED / "summary.json", {"rows": rows, "cleaning": cleaning})
+    write_json(PREPARED_SUMMARY, {"rows": rows, "cleaning": cleaning})
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(params.model.pretrained))
     stats = reference_stats(splits["train"], splits["test"], tokenizer, params.model.pretrained)
-    write_json(REFERENCE / "stats.json", stats)
+    write_json(REFERENCE_STATS, stats)
     print(f"prepare: rows {rows}; dropped {cleaning}")
 
 

@@ -12,14 +12,11 @@ import pandas as pd
 from dvclive.lightning import DVCLiveLogger
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from cola.config import ROOT, load_params, to_plain
+from cola.config import load_params, to_plain
 from cola.data import LABELS
 from cola.metrics import decide, tune_threshold
 from cola.model import AcceptabilityClassifier, load_tokenizer, make_loader, predict_proba
-
-PREPARED = ROOT / "data" / "prepared"
-MODEL_DIR = ROOT / "models" / "model"
-REPORT_DIR = ROOT / "reports" / "train"
+from cola.paths import MODEL_DIR, PREPARED_DIR, ROOT, TRAIN_REPORT_DIR
 
 
 def make_wandb_logger(cfg, params):
@@ -55,7 +52,7 @@ def log_validation_analysis(probs, threshold: float, validation: pd.DataFrame, l
             logger.experiment.log_sklearn_plot(
                 "confusion_matrix", actual, predicted, name="confusion_matrix_validation.json"
             )
-            wrong.to_csv(REPORT_DIR / "misclassified_validation.csv", index=False)
+            wrong.to_csv(TRAIN_REPORT_DIR / "misclassified_validation.csv", index=False)
         else:
             import wandb
 
@@ -75,7 +72,7 @@ def main() -> None:
     L.seed_everything(params.seed, workers=True)
 
     tokenizer = load_tokenizer(params.model.pretrained)
-    splits = {name: pd.read_parquet(PREPARED / f"{name}.parquet") for name in ("train", "validation")}
+    splits = {name: pd.read_parquet(PREPARED_DIR / f"{name}.parquet") for name in ("train", "validation")}
     train_loader = make_loader(
         splits["train"], tokenizer, params.model.max_length, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers
     )
@@ -94,7 +91,7 @@ def main() -> None:
         label_smoothing=cfg.label_smoothing,
     )
 
-    loggers = [DVCLiveLogger(dir=str(REPORT_DIR), dvcyaml=False, save_dvc_exp=False)]
+    loggers = [DVCLiveLogger(dir=str(TRAIN_REPORT_DIR), dvcyaml=False, save_dvc_exp=False)]
     if cfg.wandb.enabled:
         loggers.append(make_wandb_logger(cfg.wandb, params))
 

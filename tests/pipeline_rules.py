@@ -7,6 +7,8 @@ in docs/pipeline.md (`python -m tests.pipeline_rules` prints them).
 - Params: a stage depends on the keys it declares in dvc.yaml (a group name covers its keys). Every leaf key of
   params.yaml is either declared by some stage or listed in NOT_OUTPUT_AFFECTING with the reason.
 - Data: data/raw (versioned by data/raw.dvc) is a dep of `prepare`.
+- Paths: cola/paths.py names every data, model, artifact and report path; a stage's deps and outs in dvc.yaml
+  (other than code) are exactly the paths of cola.paths that the modules it imports use (tests/unit/test_paths.py).
 """
 
 from __future__ import annotations
@@ -171,6 +173,93 @@ def unused_code_deps(root: Path = ROOT) -> list[str]:
                 if f.relative_to(root).as_posix() not in closures[stage]
             ]
     return sorted(unused)
+
+
+# ---- paths ------------------------------------------------------------------------------------------------
+
+PIPELINE_TOPS = ("data", "models", "artifacts", "reports")  # where the stages' inputs and outputs live
+# Pipeline paths of cola.paths that are no stage's dep or out, and why.
+NOT_STAGE_PATHS = {
+    "RAW_DVC_FILE": "DVC's record of data/raw, written by `dvc add` in python -m stages.get_data (an import)",
+    "MONITOR_REPORT_DIR": "written by python -m stages.monitor (`make monitor`, on demand, not a pipeline stage)",
+}
+
+
+def path_constants() -> dict[str, str]:
+    """cola.paths constant -> its repo-relative path, for the paths under PIPELINE_TOPS."""
+    from cola import paths
+
+    found = {}
+    for name, value in vars(paths).items():
+        if name.isupper() and isinstance(value, Path) and value != paths.ROOT and value.is_relative_to(paths.ROOT):
+            relative = value.relative_to(paths.ROOT).as_posix()
+            if relative.split("/")[0] in PIPELINE_TOPS:
+                found[name] = relative
+    return found
+
+
+def names_used_from_paths(path: Path) -> set[str]:
+    """The cola.paths names a module uses: `from cola.paths import X`, or `paths.X` after `from cola import paths`."""
+    tree = ast.parse(path.read_text(), str(path))
+    names, aliases = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "cola.paths":
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module == "cola":
+            aliases |= {alias.asname or alias.name for alias in node.names if alias.name == "paths"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            names.add(node.attr)
+    return names
+
+
+def stage_paths(root: Path = ROOT) -> dict[str, set[str]]:
+    """Stage -> the pipeline paths (repo-relative) that the in-repo modules it imports use from cola.paths."""
+    constants = path_constants()
+    return {
+        stage: {constants[name] for f in files for name in names_used_from_paths(root / f) if name in constants}
+        for stage, files in code_deps(root).items()
+    }
+
+
+def data_paths(stage: dict) -> list[str]:
+    """A stage's deps and outs other than code: its data, model, artifact and report paths."""
+    return [p for p in _paths(stage.get("deps")) + _paths(stage.get("outs")) if not p.endswith(".py")]
+
+
+def undeclared_stage_paths(root: Path = ROOT) -> list[str]:
+    """'stage: path' for each cola.paths path a stage uses that none of its deps and outs covers."""
+    graph = pipeline(root)
+    return sorted(
+        f"{stage}: {path}"
+        for stage, used in stage_paths(root).items()
+        for path in used
+        if not any(covers(path, d) for d in data_paths(graph[stage]))
+    )
+
+
+def unnamed_or_unused_stage_paths(root: Path = ROOT) -> list[str]:
+    """'stage: path (why)' for each data dep or out of a stage in dvc.yaml that is not a cola.paths path, or that
+    covers none of the paths the stage uses."""
+    constants, used = set(path_constants().values()), stage_paths(root)
+    problems = []
+    for stage, spec in pipeline(root).items():
+        for declared in data_paths(spec):
+            if declared not in constants:
+                problems.append(f"{stage}: {declared} (not a path of cola/paths.py)")
+            elif not any(covers(path, declared) for path in used[stage]):
+                problems.append(f"{stage}: {declared} (the stage's code does not use it)")
+    return sorted(problems)
+
+
+def unexplained_path_constants(root: Path = ROOT) -> list[str]:
+    """cola.paths pipeline paths that are not (under, or above) any stage's deps and outs, nor in NOT_STAGE_PATHS."""
+    declared = [p for spec in pipeline(root).values() for p in data_paths(spec)]
+    return sorted(
+        f"{name}: {path}"
+        for name, path in path_constants().items()
+        if name not in NOT_STAGE_PATHS and not any(covers(path, d) or covers(d, path) for d in declared)
+    )
 
 
 def downstream(stages: set[str], root: Path = ROOT) -> set[str]:

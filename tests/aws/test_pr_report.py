@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SCRIPT = REPO_ROOT / "scripts" / "pr_report.py"
 
 # Writes what the real stages write, in the same places and formats: evaluate metrics + plots, train curves,
-# export metrics, and the benchmark's metrics.json (headline built by the real stages.benchmark.headline) and
+# export metrics, and the benchmark's metrics.json (headline built by the real cola.benchmark.headline) and
 # run.json. FAKE_CPU sets the machine the benchmark "ran" on; FAKE_BENCHMARK=old writes the format the benchmark
 # had before the headline (no run.json).
 STAGE = """\
@@ -25,7 +25,7 @@ import json
 import os
 from pathlib import Path
 import yaml
-from stages import benchmark
+from cola import benchmark
 
 p = yaml.safe_load(open("params.yaml"))["train"]
 lr, epochs = p["lr"], p["epochs"]
@@ -132,7 +132,7 @@ def top_of(markdown: str) -> str:
 def make_runs(tmp_path, monkeypatch):
     """make_runs(base_env, pr_env): a base run committed on main, then lr 0.002 run (not committed) on a branch."""
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))  # the fake stage uses stages.benchmark.headline
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))  # the fake stage uses cola.benchmark.headline
 
     def make(base_env: dict | None = None, pr_env: dict | None = None) -> Path:
         repo = tmp_path / "repo"

@@ -1,4 +1,5 @@
-"""The benchmark stage end to end on smoke settings (conf/benchmark/smoke.yaml) and the tiny model."""
+"""The benchmark (cola/benchmark.py, the core of the benchmark stage) end to end on smoke settings
+(conf/benchmark/smoke.yaml) and the tiny model."""
 
 import json
 import os
@@ -17,7 +18,7 @@ from tests.conftest_bundle import cola_rows
 def test_benchmark_smoke_run_writes_timing_headline_run_info_and_plots(
     tiny_model_dir, tiny_variants, tiny_bundle, tmp_path
 ):
-    from stages.benchmark import run
+    from cola.benchmark import run
 
     compose_params(tmp_path / "params.yaml", ["benchmark=smoke"])
     params = load_params(tmp_path / "params.yaml")
@@ -95,7 +96,7 @@ def test_benchmark_smoke_run_writes_timing_headline_run_info_and_plots(
 
 
 def test_headline_compares_only_the_variants_that_ran():
-    from stages.benchmark import headline
+    from cola.benchmark import headline
 
     def timed(p50_by_batch: dict) -> dict:
         return {f"bs{bs}": {"p50_ms": ms} for bs, ms in p50_by_batch.items()}
@@ -110,7 +111,7 @@ def test_headline_compares_only_the_variants_that_ran():
 
 
 def test_cpuinfo_fingerprint_keeps_model_and_relevant_vector_flags():
-    from stages.benchmark import parse_cpuinfo
+    from cola.benchmark import parse_cpuinfo
 
     x86 = (
         "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni avx512_bf16\n"
@@ -124,9 +125,10 @@ def test_cpuinfo_fingerprint_keeps_model_and_relevant_vector_flags():
 
 
 def test_unknown_variant_is_refused_before_anything_runs(tmp_path):
-    from stages.benchmark import run
+    from cola.benchmark import run
 
     compose_params(tmp_path / "params.yaml", ["benchmark=smoke", "benchmark.variants=[pytorch,onnx_fp16]"])
+    params, nothing = load_params(tmp_path / "params.yaml"), tmp_path / "absent"  # nothing is read before the check
     with pytest.raises(ValueError, match=r"unknown \['onnx_fp16'\]: choose from \['pytorch', 'ort_fp32'"):
-        run(out_dir=tmp_path / "out", params=load_params(tmp_path / "params.yaml"))
+        run(nothing, nothing / "test.parquet", nothing, nothing, tmp_path / "out", params)
     assert not (tmp_path / "out").exists()

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 
+from cola import monitoring
 from stages import monitor
 from tests.monitoring import streams
 from tests.monitoring.conftest import free_port
@@ -80,8 +81,8 @@ def test_monitor_reads_a_lambda_log_group(tiny_reference, aws_env):
     old = streams.prediction_records(tiny_reference["predictor"], ["an old sentence"] * 40)
     put_lines(client, "2026/01/01/[$LATEST]b", [(json.dumps(r), now - timedelta(hours=30)) for r in old])
 
-    assert len(monitor.read_cloudwatch(GROUP, hours=2)) == 300  # the 30 h old events are outside the window
-    assert len(monitor.read_cloudwatch(GROUP, hours=48)) == 340
+    assert len(monitoring.read_cloudwatch(GROUP, hours=2)) == 300  # the 30 h old events are outside the window
+    assert len(monitoring.read_cloudwatch(GROUP, hours=48)) == 340
     code = monitor.main(["--params", str(tiny_reference["params"]), "--cloudwatch", GROUP, "--hours", "2"])
     assert code == 1  # all capitals
     alerts = json.loads((tiny_reference["out"] / "alerts.json").read_text())

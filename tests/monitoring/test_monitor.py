@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from cola import monitoring
 from stages import monitor
 from tests.monitoring import streams
 
@@ -75,7 +76,7 @@ def test_other_log_lines_are_skipped(tiny_reference, tmp_path):
         "{broken json",
     ]
     log.write_text("\n".join(noise + [json.dumps(r) for r in records]) + "\n")
-    assert len(monitor.read_log_file(log)) == 120
+    assert len(monitoring.read_log_file(log)) == 120
 
 
 def test_unusable_inputs_exit_2_with_a_message(tiny_reference, tmp_path, capsys):

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cola import monitoring
 from cola.config import ROOT
 from contract.logs import PREDICTION_FIELDS, TEXT_FIELD
-from stages import monitor
 from tests.monitoring import streams
 from tests.monitoring.conftest import free_port
 
@@ -200,7 +200,7 @@ def test_live_stack_fires_confidence_collapse_for_a_random_model(tiny_bundle, tm
         assert received == {"ColaConfidenceCollapse"}
 
     # The app's own log lines are what the drift monitor reads.
-    records = monitor.read_log_file(app_log)
+    records = monitoring.read_log_file(app_log)
     assert len(records) == 240 and {r["model_version"] for r in records} == {
         json.loads((tiny_bundle / "manifest.json").read_text())["version"]
     }
