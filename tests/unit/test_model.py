@@ -247,3 +247,23 @@ def test_threshold_tuned_on_validation_maximises_mcc_and_argmax_is_0_5():
     assert 0.62 < threshold <= 0.66 and mcc == pytest.approx(1.0)
     assert mcc == pytest.approx(matthews_corrcoef(labels, decide(probs, threshold)))
     assert matthews_corrcoef(labels, decide(probs)) == 0.0
+
+
+def test_out_of_fold_threshold_is_honest_where_the_in_sample_one_is_not():
+    import numpy as np
+
+    from cola.metrics import cross_validated_threshold, tune_threshold
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 600)
+    # a real shift: every probability is above 0.5, but acceptable sentences score higher
+    p = np.where(labels == 1, rng.uniform(0.7, 1.0, 600), rng.uniform(0.55, 0.8, 600))
+    shifted = cross_validated_threshold(labels, np.stack([1 - p, p], axis=1))
+    assert shifted["mcc_argmax"] == 0.0 and shifted["mcc_tuned_out_of_fold"] > 0.5
+    assert len(shifted["fold_thresholds"]) == 5
+    # no signal at all: tuning in-sample still finds a "good" threshold; out of fold it does not
+    noise = rng.uniform(0, 1, 600)
+    probs = np.stack([1 - noise, noise], axis=1)
+    _, in_sample = tune_threshold(labels, probs)
+    assert in_sample > 0.05
+    assert cross_validated_threshold(labels, probs)["mcc_tuned_out_of_fold"] < in_sample - 0.05
