@@ -146,21 +146,23 @@ def test_parity_gate_fails_with_numbers_when_the_onnx_model_differs(tiny_model_d
         ox.check_parity(report, tolerance=1e-4)
 
 
-@pytest.mark.slow
-def test_export_stage_writes_variants_bundle_and_metrics(tiny_model_dir, tmp_path):
+def run_export_stage(model_dir, tmp_path, max_mcc_drop: float) -> dict:
+    """The export stage on `model_dir`, with the first 40 fixture rows as the test split, the fixture's training
+    sentences for calibration and everything written under tmp_path (onnx/, bundle/, metrics.json, variants.json)."""
     from cola.data import read_tsv
     from stages.export_onnx import run
 
     sentences, labels = cola_rows(40)
-    test_data, train_data = tmp_path / "test.parquet", tmp_path / "train.parquet"
-    pd.DataFrame({"sentence": sentences, "label": labels}).to_parquet(test_data)
-    read_tsv(FIXTURE_COLA / "train.tsv").to_parquet(train_data)
-    compose_params(tmp_path / "params.yaml", ["export.max_mcc_drop=1.0"])  # a random model's MCC is noise
-    params = load_params(tmp_path / "params.yaml")
+    pd.DataFrame({"sentence": sentences, "label": labels}).to_parquet(tmp_path / "test.parquet")
+    read_tsv(FIXTURE_COLA / "train.tsv").to_parquet(tmp_path / "train.parquet")
+    compose_params(tmp_path / "params.yaml", [f"export.max_mcc_drop={max_mcc_drop}"])
+    return run(model_dir, tmp_path / "test.parquet", tmp_path / "onnx", tmp_path / "bundle", tmp_path / "metrics.json",
+               load_params(tmp_path / "params.yaml"), tmp_path / "train.parquet")  # fmt: skip
 
-    metrics = run(
-        tiny_model_dir, test_data, tmp_path / "onnx", tmp_path / "bundle", tmp_path / "metrics.json", params, train_data
-    )
+
+@pytest.mark.slow
+def test_export_stage_writes_variants_bundle_and_metrics(tiny_model_dir, tmp_path):
+    metrics = run_export_stage(tiny_model_dir, tmp_path, max_mcc_drop=1.0)  # a random model's MCC is noise
 
     assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == sorted(ox.VARIANT_FILES.values())
     manifest = verify_manifest(tmp_path / "bundle")
@@ -179,25 +181,10 @@ def test_export_stage_writes_variants_bundle_and_metrics(tiny_model_dir, tmp_pat
 
 @pytest.mark.slow
 def test_export_stage_refuses_a_served_variant_that_loses_too_much_mcc(tiny_model_dir, tmp_path):
-    from cola.data import read_tsv
-    from stages.export_onnx import run
-
-    sentences, labels = cola_rows(40)
-    pd.DataFrame({"sentence": sentences, "label": labels}).to_parquet(tmp_path / "test.parquet")
-    read_tsv(FIXTURE_COLA / "train.tsv").to_parquet(tmp_path / "train.parquet")
-    compose_params(tmp_path / "params.yaml", ["export.max_mcc_drop=-1.0"])  # no variant can pass: the gate must fire
     with pytest.raises(
         ox.ExportError, match=r"the served variant int8_static scores test MCC .* export.max_mcc_drop=-1.0"
     ):
-        run(
-            tiny_model_dir,
-            tmp_path / "test.parquet",
-            tmp_path / "onnx",
-            tmp_path / "bundle",
-            tmp_path / "metrics.json",
-            load_params(tmp_path / "params.yaml"),
-            tmp_path / "train.parquet",
-        )
+        run_export_stage(tiny_model_dir, tmp_path, max_mcc_drop=-1.0)  # no variant can pass: the gate must fire
     assert not (tmp_path / "bundle").exists()  # the gate fires before a bundle is written
 
 
@@ -206,10 +193,8 @@ def test_a_mean_pooling_model_with_a_tuned_threshold_exports_and_serves_its_rule
     threshold the train stage stored in the model's config.json (metrics are scored under that rule)."""
     import torch
 
-    from cola.data import read_tsv
     from cola.metrics import decide
     from cola.model import load_classifier, load_tokenizer
-    from stages.export_onnx import run
 
     torch.manual_seed(2)
     model = load_classifier(str(tiny_model_dir), pooling="mean").eval()
@@ -217,24 +202,11 @@ def test_a_mean_pooling_model_with_a_tuned_threshold_exports_and_serves_its_rule
     model_dir = tmp_path / "model"
     model.save_pretrained(model_dir)
     load_tokenizer(str(tiny_model_dir)).save_pretrained(model_dir)
-    sentences, labels = cola_rows(40)
-    pd.DataFrame({"sentence": sentences, "label": labels}).to_parquet(tmp_path / "test.parquet")
-    read_tsv(FIXTURE_COLA / "train.tsv").to_parquet(tmp_path / "train.parquet")
-    compose_params(tmp_path / "params.yaml", ["export.max_mcc_drop=1.0"])
-
-    metrics = run(
-        model_dir,
-        tmp_path / "test.parquet",
-        tmp_path / "onnx",
-        tmp_path / "bundle",
-        tmp_path / "metrics.json",
-        load_params(tmp_path / "params.yaml"),
-        tmp_path / "train.parquet",
-    )
+    metrics = run_export_stage(model_dir, tmp_path, max_mcc_drop=1.0)
 
     assert metrics["parity"]["fp32_label_agreement"] == 1.0
     assert metrics["variants"]["fp32"]["threshold"] == 0.47
     predictor = BundlePredictor(tmp_path / "bundle")
     assert predictor.threshold == 0.47
-    probs = predictor.predict_proba(sentences)
+    probs = predictor.predict_proba(cola_rows(40)[0])
     assert predictor.decide(probs).tolist() == decide(probs, 0.47).tolist()
