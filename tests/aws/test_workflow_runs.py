@@ -271,18 +271,18 @@ def test_pr_with_stale_dvc_lock_fails_clearly_without_retraining(origin, tmp_pat
     assert (tmp_path / "ci" / "artifacts" / "bundle" / "model.onnx").read_text() == "weights v1\n"
 
 
-def test_fork_pr_reports_to_the_summary_green_without_aws(origin, tmp_path, aws_env):
-    pr_branch(origin, 3, push=False)  # a fork cannot push to our remote
+def run_fork_pr(origin, tmp_path):
+    """The PR job as a fork PR sees it: AWS keys on the machine and the endpoint a tripwire, so any AWS call from any
+    step is counted in Tripwire.hits."""
     Tripwire.hits = []
     tripwire = serve(Tripwire)
-    # Keys on the machine, endpoint = the tripwire: any AWS call from any step would be counted.
-    job, log = run_pr(
-        origin,
-        tmp_path,
-        tripwire,
-        head_repo="someone/cola-mlops-fork",
-        env_extra={k: DUMMY_AWS_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
-    )
+    keys = {k: DUMMY_AWS_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    return run_pr(origin, tmp_path, tripwire, head_repo="someone/cola-mlops-fork", env_extra=keys)
+
+
+def test_fork_pr_reports_to_the_summary_green_without_aws(origin, tmp_path, aws_env):
+    pr_branch(origin, 3, push=False)  # a fork cannot push to our remote
+    job, log = run_fork_pr(origin, tmp_path)
     assert job.status == "success", job.log
     assert Tripwire.hits == []
     assert job.step("AWS credentials for the DVC remote (same-repository PRs only)").outcome == "skipped"
@@ -444,15 +444,7 @@ def test_fork_pr_with_stale_dvc_lock_is_warned_green_without_aws(origin, tmp_pat
     sh(origin, "git", "checkout", "-q", "-b", "feature")
     (origin / "make_bundle.py").write_text(MAKE_BUNDLE + "# changed, pipeline not rerun\n")
     commit(origin, "fork edits the stage, forgets dvc repro")
-    Tripwire.hits = []
-    tripwire = serve(Tripwire)
-    job, _ = run_pr(
-        origin,
-        tmp_path,
-        tripwire,
-        head_repo="someone/cola-mlops-fork",
-        env_extra={k: DUMMY_AWS_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
-    )
+    job, _ = run_fork_pr(origin, tmp_path)
     assert job.status == "success", job.log
     assert (
         "::warning::dvc.lock is stale for export_onnx: make_bundle.py modified"

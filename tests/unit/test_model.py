@@ -81,21 +81,18 @@ class ModeProbe(L.Callback):
         self.val_modes.append(self._modes(module)[1])
 
 
+def quiet_trainer(tmp_path, **kwargs) -> L.Trainer:
+    """A CPU Trainer without loggers, checkpoints or progress output: what these tests need around `fit`."""
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    return L.Trainer(accelerator="cpu", default_root_dir=tmp_path, **quiet, **kwargs)
+
+
 def test_training_runs_with_dropout_active_and_validation_without(tiny_model_dir, tokenizer, tmp_path):
     # from_pretrained returns eval mode and Lightning keeps submodule modes: dropout would silently stay off.
     module = make_module(tiny_model_dir)
     probe = ModeProbe()
     loader = make_loader(FRAME, tokenizer, max_length=32, batch_size=2)
-    trainer = L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=[probe],
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=2, callbacks=[probe])
     trainer.fit(module, loader, loader)
     assert probe.train_modes and all(probe.train_modes)
     assert probe.val_modes and all(probe.val_modes)
@@ -111,17 +108,7 @@ def test_warmup_then_linear_decay(tiny_model_dir, tokenizer, tmp_path):
         def on_train_batch_start(self, trainer, *args):
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-        callbacks=[LrProbe()],
-    ).fit(module, loader)
+    quiet_trainer(tmp_path, max_epochs=1, limit_val_batches=0, callbacks=[LrProbe()]).fit(module, loader)
     peak = lrs.index(max(lrs))
     assert lrs[0] == 0.0 and max(lrs) == pytest.approx(1e-3, rel=0.01)
     assert lrs[: peak + 1] == sorted(lrs[: peak + 1]) and lrs[peak:] == sorted(lrs[peak:], reverse=True)
