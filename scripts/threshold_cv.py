@@ -1,6 +1,6 @@
 """Should the served model use a tuned decision threshold? Out-of-fold evidence on the validation split only.
 
-    python scripts/threshold_cv.py [MODEL_DIR]      # default models/model
+    python -m scripts.threshold_cv [MODEL_DIR]      # default models/model
 
 The train stage tunes the threshold on all validation rows, so its `val_mcc_at_threshold` is in-sample (the same
 rows choose and score it). This scores the rule honestly: 5 stratified folds, each held-out fold labelled with the

@@ -23,11 +23,11 @@ TEST_SPLIT = ROOT / "data" / "prepared" / "test.parquet"  # GLUE validation, wri
 
 # what the committed model scores (docs/experiments.md), less the margin
 FLOORS = {
-    "minimal_pairs": 0.76,  # committed: 0.816 (31 of 38 pairs)
-    "shuffled_lower": 0.94,  # committed: 0.974
-    "period_same_label": 0.92,  # committed: 0.948
+    "minimal_pairs": 0.84,  # committed: 0.895 (34 of 38 pairs); the floor allows 2 more misses
+    "shuffled_lower": 0.94,  # committed: 0.976 of 621 acceptable test sentences
+    "period_same_label": 0.90,  # committed: 0.935
 }
-MAX_PERIOD_MEDIAN_CHANGE = 0.03  # committed: 0.008
+MAX_PERIOD_MEDIAN_CHANGE = 0.02  # committed: 0.003
 MAX_WHITESPACE_CHANGE = 1e-6  # the tokenizer strips it: any change is a bug
 
 
