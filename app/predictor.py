@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from contract.bundle import CONFIG, BundleError, verify_manifest
+from contract.bundle import CONFIG, BundleError, softmax, verify_manifest
 from contract.features import count_tokens, unk_token_id
 
 THREADS_ENV = "COLA_ORT_THREADS"
@@ -156,7 +156,7 @@ class BundlePredictor:
         probs = np.zeros((n, len(self.labels)), dtype=np.float32)
         for group in self._length_groups([len(row) for row in encoded.ids]):
             (logits,) = self.session.run(None, self._feeds(encoded, group))[:1]
-            probs[group] = _softmax(logits.astype(np.float32))
+            probs[group] = softmax(logits.astype(np.float32))
         return probs
 
     def _length_groups(self, lengths: list[int]) -> list[list[int]]:
@@ -208,8 +208,3 @@ def _trailing_specials(special_mask: list[int]) -> int:
             break
         n += 1
     return n
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)

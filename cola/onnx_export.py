@@ -19,7 +19,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from app.predictor import GRAPH_LEVELS
-from contract.bundle import CONFIG, write_manifest
+from contract.bundle import CONFIG, softmax, write_manifest  # softmax: ox.softmax for the stage and tests
 
 INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 VARIANTS = ("fp32", "optimized", "int8", "int8_static")
@@ -309,11 +309,6 @@ def torch_logits(model, inputs: dict[str, np.ndarray]) -> np.ndarray:
 
     with torch.inference_mode():
         return model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.float().numpy()
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def compare_variants(

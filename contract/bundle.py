@@ -19,6 +19,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
+
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
 
@@ -89,3 +91,9 @@ def verify_manifest(bundle_dir: str | Path) -> dict:
                 f"the file was modified or corrupted; {fix}"
             )
     return manifest
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities from the served model's output: model.onnx returns logits over config.json `labels`."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)

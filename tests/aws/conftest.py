@@ -11,7 +11,8 @@ import urllib.request
 
 import pytest
 
-from tests.aws.awsenv import DUMMY_AWS_ENV, free_port
+from tests.aws.awsenv import DUMMY_AWS_ENV
+from tests.net import free_port
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.aws.awsenv import REGION, REPO_ROOT, free_port
+from tests.aws.awsenv import REGION, REPO_ROOT
+from tests.net import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -18,7 +18,8 @@ import boto3
 import pytest
 import yaml
 
-from tests.aws.awsenv import REPO_ROOT, free_port
+from tests.aws.awsenv import REPO_ROOT
+from tests.net import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -4,7 +4,6 @@ ports."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,6 @@ import yaml
 from app.predictor import BundlePredictor
 from cola.config import ROOT
 from tests.monitoring import streams
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_reference(bundle_dir: Path, folder: Path) -> dict:

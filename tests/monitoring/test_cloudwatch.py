@@ -12,7 +12,7 @@ import pytest
 from cola import monitoring
 from stages import monitor
 from tests.monitoring import streams
-from tests.monitoring.conftest import free_port
+from tests.net import free_port
 
 GROUP = "/aws/lambda/cola-api"
 pytestmark = pytest.mark.integration

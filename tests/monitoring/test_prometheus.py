@@ -18,7 +18,7 @@ from cola import monitoring
 from cola.config import ROOT
 from contract.logs import PREDICTION_FIELDS, TEXT_FIELD
 from tests.monitoring import streams
-from tests.monitoring.conftest import free_port
+from tests.net import free_port
 
 MONITORING = ROOT / "monitoring"
 

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,12 +22,7 @@ from app.predictor import BundlePredictor
 from app.settings import Settings
 from app.telemetry import LOGGER, JsonFormatter
 from cola.config import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.net import free_port
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cola.config import ROOT
-from tests.serving.conftest import free_port
+from tests.net import free_port
 from tests.serving.lambda_runtime import LambdaRuntimeAPI
 from tests.serving.test_lambda import load_event
 from tests.serving.test_overload import in_flight_requests, post

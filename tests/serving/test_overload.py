@@ -21,7 +21,8 @@ import pytest
 
 from app.main import create_app
 from cola.config import ROOT
-from tests.serving.conftest import free_port, serve_env, wait_ready
+from tests.net import free_port
+from tests.serving.conftest import serve_env, wait_ready
 
 
 class Gate:

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from cola.config import ROOT
-from tests.serving.conftest import free_port, serve_env
+from tests.net import free_port
+from tests.serving.conftest import serve_env
 
 # Any import of torch or transformers raises: the app and the Lambda module must not need them.
 NO_TORCH = """
