@@ -164,7 +164,7 @@ class PredictionService:
     def _record(
         self, request_id: str, text: str, row: list[float], winner: int, tokens: int, unk_rate: float, latency_ms: float
     ) -> None:
-        """Metrics and the log line of one prediction (its fields: contract/logs.py, read by stages/monitor.py)."""
+        """Metrics and the log line of one prediction (its fields: contract/logs.py, read by cola/monitoring.py)."""
         label, confidence = self.predictor.labels[winner], row[winner]
         self.metrics.observe_prediction(label, confidence, len(text), tokens, unk_rate)
         fields: dict[str, Any] = {TEXT_FIELD: text} if self.settings.log_text else {}

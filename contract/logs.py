@@ -1,5 +1,6 @@
 """The prediction log line: one JSON object per prediction, written by the app (app/service.py) and read back by
-the drift monitor (stages/monitor.py) from a file or CloudWatch Logs. docs/serving.md says what each field means."""
+the drift monitor (cola/monitoring.py, run by `make monitor`) from a file or CloudWatch Logs. docs/serving.md
+says what each field means."""
 
 from __future__ import annotations
 
