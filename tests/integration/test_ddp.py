@@ -41,6 +41,7 @@ def test_ddp_on_two_cpu_processes_trains_and_only_rank_0_writes(tmp_path, cola_d
             f"data.local_dir={cola_dir}",
             "data.max_train_rows=240",
             "data.max_test_rows=48",
+            "model.pooling=mean",
             "model.tune_threshold=true",
             *DDP,
         ],
@@ -55,6 +56,7 @@ def test_ddp_on_two_cpu_processes_trains_and_only_rank_0_writes(tmp_path, cola_d
     model_dir = project / "models" / "model"
     assert sorted(p.name for p in model_dir.iterdir()) == [
         "config.json",
+        "head.safetensors",
         "model.safetensors",
         "tokenizer.json",
         "tokenizer_config.json",
