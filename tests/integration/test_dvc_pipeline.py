@@ -219,8 +219,8 @@ def _lrs(node) -> list:
 
 
 def test_exp_run_set_param_makes_a_visible_experiment(repo, first_repro):
-    output = run(repo, "dvc", "exp", "run", "-S", "model.lr=0.0001")
+    output = run(repo, "dvc", "exp", "run", "-S", "model.lr=3e-5")
     assert "train" in ran_stages(output)
     lrs = _lrs(json.loads(run(repo, "dvc", "exp", "show", "--json", stdout_only=True)))
-    assert 0.0001 in lrs, f"experiment with model.lr=1e-4 not in dvc exp show: {lrs}"
-    assert any(lr != 0.0001 for lr in lrs)  # the baseline keeps its own lr
+    assert 3e-5 in lrs, f"experiment with model.lr=3e-5 not in dvc exp show: {lrs}"
+    assert any(lr != 3e-5 for lr in lrs)  # the baseline keeps its own lr
