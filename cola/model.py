@@ -5,6 +5,7 @@ Used by the train, evaluate and export stages (the export stage compares ONNX ag
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -129,6 +130,11 @@ def load_classifier(path: str, pooling: str | None = None, **kwargs):
     if pooling == "mean":
         return MeanPoolingClassifier.from_pretrained(path, **labels, **kwargs)
     return AutoModelForSequenceClassification.from_pretrained(path, **labels, **kwargs)
+
+
+def model_threshold(model_dir: str | Path) -> float:
+    """The decision threshold the train stage chose (config.json `decision_threshold`; 0.5 = argmax)."""
+    return float(json.loads((Path(model_dir) / "config.json").read_text()).get("decision_threshold", 0.5))
 
 
 def layerwise_lr_groups(model: nn.Module, lr: float, decay: float, weight_decay: float) -> list[dict]:

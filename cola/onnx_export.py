@@ -431,8 +431,3 @@ def model_labels(model_dir: str | Path) -> list[str]:
     """Label names in id order from the saved model's config.json (id2label)."""
     id2label = json.loads((Path(model_dir) / "config.json").read_text())["id2label"]
     return [id2label[str(i)] for i in range(len(id2label))]
-
-
-def model_threshold(model_dir: str | Path) -> float:
-    """The decision threshold the train stage chose (config.json `decision_threshold`; 0.5 = argmax)."""
-    return float(json.loads((Path(model_dir) / "config.json").read_text()).get("decision_threshold", 0.5))

@@ -4,8 +4,6 @@ Outputs (all committed to git, so `dvc metrics diff main` works in PRs): reports
 plots (confusion matrix, ROC, precision-recall), predictions.csv and misclassified.csv for the test split.
 """
 
-import json
-
 import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
@@ -13,7 +11,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from cola.config import load_params, write_json
 from cola.data import LABELS
 from cola.metrics import classification_metrics, decide
-from cola.model import load_classifier, load_tokenizer, predict_proba
+from cola.model import load_classifier, load_tokenizer, model_threshold, predict_proba
 from cola.paths import EVALUATE_METRICS, EVALUATE_REPORT_DIR, MODEL_DIR, TEST_DATA
 
 
@@ -36,7 +34,7 @@ def main() -> None:
     )
     labels = test["label"].to_numpy()
     # The decision rule the train stage chose on validation (0.5 = argmax when it did not tune one).
-    threshold = json.loads((MODEL_DIR / "config.json").read_text()).get("decision_threshold", 0.5)
+    threshold = model_threshold(MODEL_DIR)
     preds = decide(probs, threshold)
 
     metrics = classification_metrics(labels, probs, threshold)

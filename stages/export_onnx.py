@@ -20,6 +20,7 @@ import pandas as pd
 from app.predictor import BundlePredictor
 from cola import onnx_export as ox
 from cola.config import declared_params, load_params, write_json
+from cola.model import model_threshold
 from cola.paths import BUNDLE_DIR, EXPORT_METRICS, MODEL_DIR, ONNX_DIR, TEST_DATA, TRAIN_DATA
 
 
@@ -73,7 +74,7 @@ def run(
         ox.INPUT_NAMES,
     )
     paths = ox.export_variants(model_dir, onnx_dir, cfg.opset, cfg.per_channel, cfg.quantize_from, calibration)
-    threshold = ox.model_threshold(model_dir)
+    threshold = model_threshold(model_dir)
     report, logits = ox.compare_variants(model_dir, paths, sentences, labels, max_length, cfg.batch_size, threshold)
     ox.check_parity(report, cfg.parity_tolerance)
 
