@@ -1,8 +1,9 @@
 """Micro-batching with admission control: bounded queued work, a queue-time budget, cancellable jobs.
 
-No timer: requests that arrive while a model call runs are merged into the next call. At concurrency 1
+No timer: requests that arrive while the model is busy are merged into the next call. At concurrency 1
 a request runs alone at once; under load one ONNX Runtime call serves many requests. Inference runs in
-a worker thread, so the event loop keeps accepting (and refusing) requests meanwhile.
+worker threads, so the event loop keeps accepting (and refusing) requests meanwhile; up to `max_calls`
+model calls run at once (ONNX Runtime sessions are thread-safe), each on its own core.
 
 Work is measured in tokens the model will compute (`Encoded.cost`), not in requests: 64 long sentences
 cost a hundred times one short one. A request is refused at once (`Overloaded`) when the queued tokens
@@ -15,6 +16,7 @@ gone) that has not started is never computed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections import deque
@@ -59,6 +61,7 @@ class MicroBatcher:
         max_queued_tokens: int,
         queue_budget_s: float,
         on_batch: Callable[[BatchStats], None] = lambda stats: None,
+        max_calls: int = 1,
     ):
         self.infer = infer  # public: tests gate it
         self._max_batch = max_batch  # sentences merged into one call (the predictor splits it by length)
@@ -68,9 +71,10 @@ class MicroBatcher:
         self._queue: deque[Job] = deque()
         self.queued_tokens = 0  # in jobs not yet started and not cancelled
         self.running_tokens = 0
-        self.tokens_per_s: float | None = None  # measured; None until the first call ends
-        self._running = False  # a model call is in its worker thread
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")  # one call at a time
+        self.tokens_per_s: float | None = None  # measured per call; None until the first call ends
+        self.max_calls = max_calls
+        self._calls = 0  # model calls in their worker threads
+        self._executor = ThreadPoolExecutor(max_workers=max_calls, thread_name_prefix="model")
 
     @property
     def busy(self) -> bool:
@@ -80,7 +84,7 @@ class MicroBatcher:
     def estimated_wait_s(self, extra_tokens: int = 0) -> float:
         if self.tokens_per_s is None:
             return 0.0
-        return (self.queued_tokens + self.running_tokens + extra_tokens) / self.tokens_per_s
+        return (self.queued_tokens + self.running_tokens + extra_tokens) / (self.tokens_per_s * self.max_calls)
 
     def submit(self, encoded: Encoded) -> Job:
         """Queue `encoded` or raise Overloaded; await `job.future` for its probabilities."""
@@ -104,8 +108,7 @@ class MicroBatcher:
         job = Job(encoded, cost, asyncio.get_running_loop().create_future())
         self._queue.append(job)
         self.queued_tokens += cost
-        if not self._running:
-            self._launch()
+        self._launch()
         return job
 
     def cancel(self, job: Job) -> None:
@@ -138,23 +141,25 @@ class MicroBatcher:
         return jobs
 
     def _launch(self) -> None:
-        """Start the next model call in a worker thread now, not when the event loop next gets to a task:
+        """Start the next model calls in worker threads now, not when the event loop next gets to a task:
         under load the loop is busy parsing requests, and each hop there is time the model sits idle."""
-        jobs = self._take()
-        if not jobs:
-            self._running = False
-            return
-        self._running = True
-        self.running_tokens = sum(job.cost for job in jobs)
-        start = time.perf_counter()
-        call = asyncio.get_running_loop().run_in_executor(
-            self._executor, self.infer, Encoded.merge([job.encoded for job in jobs])
-        )
-        call.add_done_callback(lambda done: self._finish(jobs, start, done))
+        while self._calls < self.max_calls:
+            jobs = self._take()
+            if not jobs:
+                return
+            cost = sum(job.cost for job in jobs)
+            self._calls += 1
+            self.running_tokens += cost
+            start = time.perf_counter()
+            call = asyncio.get_running_loop().run_in_executor(
+                self._executor, self.infer, Encoded.merge([job.encoded for job in jobs])
+            )
+            call.add_done_callback(functools.partial(self._finish, jobs, cost, start))
 
-    def _finish(self, jobs: list[Job], start: float, call: asyncio.Future) -> None:
+    def _finish(self, jobs: list[Job], cost: int, start: float, call: asyncio.Future) -> None:
         seconds = time.perf_counter() - start
-        cost, self.running_tokens = self.running_tokens, 0
+        self._calls -= 1
+        self.running_tokens -= cost
         self._launch()  # the next call first: results below are handed out while it runs
         error = call.exception()
         if error is not None:  # hand the failure to every waiting request

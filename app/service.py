@@ -61,6 +61,7 @@ class PredictionService:
             settings.max_queued_tokens,
             settings.queue_budget_ms / 1000,
             self._observe_batch,
+            settings.concurrent_calls,
         )
         self.draining = False
         self.drain_started = float("inf")

@@ -41,9 +41,20 @@ class Settings:
     queue_budget_ms: int = 500  # estimated time to answer above which a request is refused: 503 queue_budget
     deadline_ms: int = 5000  # per request: 504 when passed; work not started by then is dropped
     drain_seconds: int = 20  # after SIGTERM: grace period for in-flight requests (/ready says 503 meanwhile)
-    ort_threads: int = 1
+    ort_threads: int = 1  # intra-op threads of one model call (0 = ONNX Runtime's default, one per core)
+    model_calls: int = 0  # model calls running at once; 0 = as many as fill the cores (see concurrent_calls)
     log_text: bool = False  # raw user text in prediction logs only when explicitly enabled
     on_lambda: bool = False  # emit CloudWatch Embedded Metric Format records
+
+    @property
+    def concurrent_calls(self) -> int:
+        """Model calls at once: COLA_MODEL_CALLS, or by default one per `ort_threads` cores this process may use
+        (a CPU quota, e.g. a container's --cpus, is not visible here: set COLA_MODEL_CALLS to it)."""
+        if self.model_calls:
+            return self.model_calls
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere all cores
+        cores = len(affinity(0)) if affinity else (os.cpu_count() or 1)
+        return max(1, cores // self.ort_threads) if self.ort_threads else 1
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -59,6 +70,7 @@ class Settings:
             deadline_ms=max(1, _int("COLA_DEADLINE_MS", cls.deadline_ms)),
             drain_seconds=_int("COLA_DRAIN_SECONDS", cls.drain_seconds),
             ort_threads=_int("COLA_ORT_THREADS", cls.ort_threads),
+            model_calls=_int("COLA_MODEL_CALLS", cls.model_calls),
             log_text=os.environ.get("COLA_LOG_TEXT", "0") == "1",
             on_lambda=bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")),
         )

@@ -6,8 +6,10 @@ Sections (each on a fresh server process, all on 127.0.0.1; load from `wrk` or a
              input to 128 tokens, inference inside an `async` handler, so it blocks the event loop: start -> /ready,
              RSS, one sentence at concurrency 1 (p50/p99), concurrency 32 for --duration s (req/s, p50/p99, errors)
              and the req/s ratio;
-  variants   concurrency 32 again: one process with COLA_ORT_THREADS=2 vs `uvicorn --factory app.main:from_env
-             --workers 2` with COLA_ORT_THREADS=1 (RSS of the parent and both workers);
+  variants   concurrency 32 again, other ways to use the cores (the app's default is one single-threaded model call
+             per core, COLA_MODEL_CALLS): one call at a time with 1 thread (the previous default) and with
+             COLA_ORT_THREADS=2, and `uvicorn --factory app.main:from_env --workers 2` with one 1-thread call per
+             worker (RSS of the parent and both workers);
   overload_a 512 connections on GET /predict for --overload-seconds (wrk + a Lua script that times every
              request by its X-Request-ID): req/s, 200/503/504/other 5xx/socket errors, p50/p99 of the accepted
              (200) requests only, peak RSS (VmRSS sampled every 100 ms, children included);
@@ -311,8 +313,10 @@ def section_c32(args, env: dict) -> dict:
 
 def section_variants(args, env: dict) -> dict:
     out = {}
-    for name, kind, threads in (("threads2_1process", "app", 2), ("workers2_threads1", "workers", 1)):
-        with Server(kind, args.bundle, {**env, "COLA_ORT_THREADS": str(threads)}, workers=2) as server:
+    variants = (("calls1_threads1", "app", 1), ("calls1_threads2", "app", 2), ("workers2", "workers", 1))
+    for name, kind, threads in variants:
+        variant_env = {**env, "COLA_ORT_THREADS": str(threads), "COLA_MODEL_CALLS": "1"}
+        with Server(kind, args.bundle, variant_env, workers=2) as server:
             url = get_url(server)
             wrk(url, args.concurrency, 2 if args.quick else 3)  # warm-up (both workers)
             with loadgen.RssSampler(server.pid) as rss:

@@ -32,7 +32,8 @@ def predictor(tiny_bundle) -> BundlePredictor:
 
 @pytest.fixture
 def settings(tiny_bundle) -> Settings:
-    return Settings(bundle_dir=tiny_bundle, max_sentences=8, max_chars=200, max_body_bytes=4096)
+    # one model call at a time (not one per core): the queueing tests hold that call and expect the rest to queue
+    return Settings(bundle_dir=tiny_bundle, max_sentences=8, max_chars=200, max_body_bytes=4096, model_calls=1)
 
 
 @pytest.fixture

@@ -35,10 +35,11 @@ class GatedModel:
         return np.array([[0.0, 1.0] if row[0] == 1 else [1.0, 0.0] for row in batch.ids], dtype=np.float32)
 
 
-def batcher_for(model, max_batch=8, max_queued_tokens=10_000, queue_budget_s=10.0, stats=None) -> MicroBatcher:
-    return MicroBatcher(
-        model, max_batch, max_queued_tokens, queue_budget_s, (stats.append if stats is not None else lambda s: None)
-    )
+def batcher_for(
+    model, max_batch=8, max_queued_tokens=10_000, queue_budget_s=10.0, stats=None, max_calls=1
+) -> MicroBatcher:
+    on_batch = stats.append if stats is not None else lambda s: None
+    return MicroBatcher(model, max_batch, max_queued_tokens, queue_budget_s, on_batch, max_calls)
 
 
 async def started(model: GatedModel, calls: int = 1) -> None:
@@ -63,6 +64,28 @@ def test_concurrent_requests_share_a_call_and_get_their_own_rows():
     assert first.tolist() == [[0.0, 1.0]]
     assert all(rows.tolist() == [[0.0, 1.0], [1.0, 0.0]] for rows in rest)
     assert batcher.queued_tokens == 0 and batcher.tokens_per_s > 0  # measured from the calls
+
+
+def test_with_two_calls_a_second_request_runs_beside_the_first_and_a_third_waits():
+    model = GatedModel()
+    batcher = batcher_for(model, max_batch=1, max_calls=2)
+
+    async def scenario():
+        jobs = [batcher.submit(encoded(name)) for name in ("yes", "no")]
+        await started(model, calls=2)  # both running at once: neither waited for the other
+        jobs.append(batcher.submit(encoded("third")))
+        queued_while_both_run = batcher.queued_tokens
+        batcher.tokens_per_s = 4.0  # per call: two calls drain 8 tokens/s
+        wait = batcher.estimated_wait_s()
+        model.gate.set()
+        await asyncio.gather(*(job.future for job in jobs))
+        return queued_while_both_run, wait
+
+    queued, wait = asyncio.run(scenario())
+    assert [call[0] for call in model.calls[:2]] == [1, 0] and len(model.calls) == 3
+    assert queued == 4  # the third waited for a free call
+    assert wait == pytest.approx((4 + 8) / 8)  # queued + running tokens over both calls' rate
+    assert batcher.running_tokens == 0 and batcher.queued_tokens == 0
 
 
 def test_max_batch_splits_calls_and_failures_reach_every_waiter():
