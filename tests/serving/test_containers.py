@@ -52,7 +52,7 @@ def image(build_context):
 
     def build(dockerfile: str) -> str:
         tag = f"localhost/cola-test-{Path(dockerfile).name.lower().replace('.', '-')}:{uuid.uuid4().hex[:8]}"
-        podman("build", "--format", "docker", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-f", f"docker/{dockerfile}",
+        podman("build", "--format", "docker", "--from", BASE_IMAGE, "-f", f"docker/{dockerfile}",
                "-t", tag, str(build_context))  # fmt: skip
         tags.append(tag)
         return tag
