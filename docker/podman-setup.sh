@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare this machine for the container tier (tests marked `container`) and for local image builds:
-#   - Debian packages: podman, runc, debootstrap (and chromium for the browser tier);
+#   - Debian packages: podman, runc, debootstrap (+ Debian's archive keyring, which Ubuntu lacks);
 #   - /etc/containers/containers.conf: runc runtime, a nofile ulimit podman can set here;
 #   - a local Debian bookworm base image with Python 3.11 (registries are unreachable here), cached;
 #   - the serving wheels downloaded on the host (pip inside a build cannot verify certificates here).
@@ -13,7 +13,8 @@ BASE_CACHE="${COLA_BASE_CACHE:-/var/cache/cola/base-bookworm-v2.tar}"  # bump wh
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
 missing=()
-for tool in podman runc debootstrap chromium; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in podman runc debootstrap; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+[[ -s /usr/share/keyrings/debian-archive-keyring.gpg ]] || missing+=(debian-archive-keyring)  # to verify bookworm
 if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
