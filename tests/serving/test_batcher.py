@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -42,8 +43,11 @@ def batcher_for(
     return MicroBatcher(model, max_batch, max_queued_tokens, queue_budget_s, on_batch, max_calls)
 
 
-async def started(model: GatedModel, calls: int = 1) -> None:
-    while len(model.calls) < calls:  # the model call is running (blocked on the gate)
+async def started(model: GatedModel, calls: int = 1, limit_s: float = 10) -> None:
+    """Wait until `calls` model calls are running (blocked on the gate); fail, not hang, if they never start."""
+    deadline = time.monotonic() + limit_s
+    while len(model.calls) < calls:
+        assert time.monotonic() < deadline, f"{len(model.calls)} model call(s) started within {limit_s} s, not {calls}"
         await asyncio.sleep(0.001)
 
 
