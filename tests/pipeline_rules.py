@@ -147,15 +147,20 @@ def unclassified_keys(root: Path = ROOT) -> list[str]:
     ]
 
 
-def missing_code_deps(root: Path = ROOT) -> list[str]:
-    """'stage: file' for each imported file that no dep of the stage covers (a change DVC would not see)."""
+def _uncovered(root: Path, used: dict, declared) -> list[str]:
+    """'stage: path' for each path in `used[stage]` that none of `declared(stage's dvc.yaml entry)` covers."""
     graph = pipeline(root)
     return sorted(
         f"{stage}: {path}"
-        for stage, files in code_deps(root).items()
-        for path in files
-        if not any(covers(path, d) for d in _paths(graph[stage].get("deps")))
+        for stage, paths in used.items()
+        for path in paths
+        if not any(covers(path, d) for d in declared(graph[stage]))
     )
+
+
+def missing_code_deps(root: Path = ROOT) -> list[str]:
+    """'stage: file' for each imported file that no dep of the stage covers (a change DVC would not see)."""
+    return _uncovered(root, code_deps(root), lambda stage: _paths(stage.get("deps")))
 
 
 def unused_code_deps(root: Path = ROOT) -> list[str]:
@@ -229,13 +234,7 @@ def data_paths(stage: dict) -> list[str]:
 
 def undeclared_stage_paths(root: Path = ROOT) -> list[str]:
     """'stage: path' for each cola.paths path a stage uses that none of its deps and outs covers."""
-    graph = pipeline(root)
-    return sorted(
-        f"{stage}: {path}"
-        for stage, used in stage_paths(root).items()
-        for path in used
-        if not any(covers(path, d) for d in data_paths(graph[stage]))
-    )
+    return _uncovered(root, stage_paths(root), data_paths)
 
 
 def unnamed_or_unused_stage_paths(root: Path = ROOT) -> list[str]:
