@@ -383,6 +383,21 @@ def check_parity(report: dict[str, dict], tolerance: float, variant: str = "fp32
         )
 
 
+def check_served_mcc(report: dict[str, dict], served: str, max_drop: float) -> None:
+    """The quality gate: the served variant's test MCC may be at most `max_drop` below fp32's (a drop equal to
+    the limit passes). Writes each ONNX variant's `mcc_drop_vs_fp32` into `report` (the stage reports it)."""
+    for name, result in report.items():
+        if name != "pytorch":
+            result["mcc_drop_vs_fp32"] = report["fp32"]["mcc"] - result["mcc"]
+    drop = report[served]["mcc_drop_vs_fp32"]
+    if drop > max_drop:
+        raise ExportError(
+            f"the served variant {served} scores test MCC {report[served]['mcc']:.4f}, {drop:.4f} below fp32 "
+            f"({report['fp32']['mcc']:.4f}; allowed: export.max_mcc_drop={max_drop}). Serve another variant "
+            f"(export.served_variant) or revisit its quantisation settings."
+        )
+
+
 # --- the bundle ----------------------------------------------------------------------------------------
 
 

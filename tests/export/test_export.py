@@ -146,18 +146,65 @@ def test_parity_gate_fails_with_numbers_when_the_onnx_model_differs(tiny_model_d
         ox.check_parity(report, tolerance=1e-4)
 
 
+def test_parity_gate_boundaries_on_a_real_report(tiny_model_dir, tiny_variants):
+    """The gate passes at a tolerance equal to the measured |Δlogit| and fails just below it (int8 differs from
+    PyTorch by ~1e-4 on the tiny model, so its report is a real one with a non-zero difference)."""
+    sentences, labels = cola_rows(24)
+    report, _ = ox.compare_variants(tiny_model_dir, tiny_variants, sentences, labels, TINY_MAX_LENGTH, batch_size=8)
+    measured = report["int8"]["max_abs_logit_diff"]
+    assert measured > 0 and report["int8"]["agreement"] == 1.0
+
+    ox.check_parity(report, tolerance=measured, variant="int8")  # equal: passes
+    with pytest.raises(ox.ParityError, match=r"tolerance"):
+        ox.check_parity(report, tolerance=float(np.nextafter(measured, 0)), variant="int8")
+
+
+def test_parity_gate_fails_on_one_flipped_label_however_loose_the_tolerance(tiny_model_dir, tiny_variants, tmp_path):
+    """Agreement is a gate of its own: a model that flips labels fails even when its logits are within tolerance."""
+    sentences, labels = cola_rows(24)
+    report, _ = ox.compare_variants(tiny_model_dir, tiny_variants, sentences, labels, TINY_MAX_LENGTH, batch_size=8)
+    fp32 = report["fp32"]
+    fp32["agreement"] = 1 - 1 / len(sentences)  # one sentence of 24 labelled differently
+    with pytest.raises(ox.ParityError, match=r"label agreement = 95\.8333% \(required 100%\)"):
+        ox.check_parity(report, tolerance=1e9)
+
+
+def test_mcc_gate_passes_at_the_limit_and_fails_just_past_it():
+    # The gate's arithmetic on a report of the shape compare_variants returns (the export stage test below checks
+    # that the stage calls it with the served variant; a real tiny model scores MCC 0 for every variant).
+    def report(served_mcc: float) -> dict[str, dict]:
+        return {"pytorch": {"mcc": 0.30}, "fp32": {"mcc": 0.30}, "int8_static": {"mcc": served_mcc}}
+
+    drop = 0.30 - 0.28
+    ox.check_served_mcc(report(0.28), "int8_static", max_drop=drop)  # a drop equal to the limit passes
+    with pytest.raises(ox.ExportError, match=r"int8_static scores test MCC 0\.2800, 0\.0200 below fp32"):
+        ox.check_served_mcc(report(0.28), "int8_static", max_drop=float(np.nextafter(drop, 0)))
+    with pytest.raises(ox.ExportError, match=r"export\.max_mcc_drop=0\.01"):
+        ox.check_served_mcc(report(0.28), "int8_static", max_drop=0.01)  # a loss is a positive drop
+    ox.check_served_mcc(report(0.35), "int8_static", max_drop=0.0)  # a gain passes a zero limit
+    checked = report(0.28)
+    ox.check_served_mcc(checked, "fp32", max_drop=0.0)  # the gate judges the variant it is told is served
+    assert (
+        checked["int8_static"]["mcc_drop_vs_fp32"] == pytest.approx(0.02)
+        and "mcc_drop_vs_fp32" not in checked["pytorch"]
+    )
+
+
 def run_export_stage(model_dir, tmp_path, max_mcc_drop: float) -> dict:
     """The export stage on `model_dir`, with the first 40 fixture rows as the test split, the fixture's training
-    sentences for calibration and everything written under tmp_path (onnx/, bundle/, metrics.json, variants.json)."""
+    sentences for calibration and everything written under tmp_path (onnx/, bundle/, metrics.json, variants.json).
+    `max_mcc_drop` is set after the params are checked, so a test can give a limit the schema refuses (< 0)."""
     from cola.data import read_tsv
     from stages.export_onnx import run
 
     sentences, labels = cola_rows(40)
     pd.DataFrame({"sentence": sentences, "label": labels}).to_parquet(tmp_path / "test.parquet")
     read_tsv(FIXTURE_COLA / "train.tsv").to_parquet(tmp_path / "train.parquet")
-    compose_params(tmp_path / "params.yaml", [f"export.max_mcc_drop={max_mcc_drop}"])
+    compose_params(tmp_path / "params.yaml")
+    params = load_params(tmp_path / "params.yaml")
+    params.export.max_mcc_drop = max_mcc_drop
     return run(model_dir, tmp_path / "test.parquet", tmp_path / "onnx", tmp_path / "bundle", tmp_path / "metrics.json",
-               load_params(tmp_path / "params.yaml"), tmp_path / "train.parquet")  # fmt: skip
+               params, tmp_path / "train.parquet")  # fmt: skip
 
 
 @pytest.mark.slow
@@ -184,7 +231,9 @@ def test_export_stage_refuses_a_served_variant_that_loses_too_much_mcc(tiny_mode
     with pytest.raises(
         ox.ExportError, match=r"the served variant int8_static scores test MCC .* export.max_mcc_drop=-1.0"
     ):
-        run_export_stage(tiny_model_dir, tmp_path, max_mcc_drop=-1.0)  # no variant can pass: the gate must fire
+        # a random tiny model scores MCC 0 with every variant: only a negative limit makes the gate fire, and the
+        # message must name the served variant (the stage passes it, not fp32)
+        run_export_stage(tiny_model_dir, tmp_path, max_mcc_drop=-1.0)
     assert not (tmp_path / "bundle").exists()  # the gate fires before a bundle is written
 
 
