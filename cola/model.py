@@ -35,12 +35,12 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from cola.config import resolve_pretrained
+from cola.config import load_pretrained
 from cola.data import LABELS
 
 
 def load_tokenizer(pretrained: str):
-    return AutoTokenizer.from_pretrained(resolve_pretrained(pretrained))
+    return load_pretrained(AutoTokenizer.from_pretrained, pretrained)
 
 
 class SentenceDataset(Dataset):
@@ -117,8 +117,12 @@ class MeanPoolingClassifier(nn.Module):
 
 
 def load_classifier(path: str, pooling: str | None = None, **kwargs):
-    """A classifier from a base model (pooling chosen by config) or a trained folder (pooling read from it)."""
-    path = resolve_pretrained(path)
+    """A classifier from a base model (pooling chosen by config) or a trained folder (pooling read from it); a
+    ConfigError (one line) when it cannot be loaded (a Hub id offline, a folder not produced yet)."""
+    return load_pretrained(_load_classifier, path, pooling=pooling, **kwargs)
+
+
+def _load_classifier(path: str, pooling: str | None = None, **kwargs):
     pooling = pooling or getattr(AutoConfig.from_pretrained(path), "pooling", "cls")
     if pooling not in POOLINGS:
         raise ValueError(f"model.pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")

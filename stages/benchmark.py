@@ -20,20 +20,15 @@ Outputs, in reports/benchmark/:
 
 from __future__ import annotations
 
-import sys
-
 from cola import benchmark
 from cola import onnx_export as ox
-from cola.config import load_params
+from cola.config import load_params, run_main
 from cola.paths import BENCHMARK_REPORT_DIR, BUNDLE_DIR, MODEL_DIR, ONNX_DIR, TEST_DATA
 
 
 def main() -> None:
-    try:
-        benchmark.run(MODEL_DIR, TEST_DATA, ONNX_DIR, BUNDLE_DIR, BENCHMARK_REPORT_DIR, load_params())
-    except (FileNotFoundError, ValueError, ox.ExportError) as exc:
-        sys.exit(f"benchmark failed: {exc}")
+    benchmark.run(MODEL_DIR, TEST_DATA, ONNX_DIR, BUNDLE_DIR, BENCHMARK_REPORT_DIR, load_params())
 
 
 if __name__ == "__main__":
-    main()
+    run_main("benchmark", main, FileNotFoundError, ValueError, ox.ExportError)

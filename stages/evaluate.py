@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from cola.config import load_params, write_json
+from cola.config import load_params, run_main, write_json
 from cola.data import LABELS
 from cola.metrics import classification_metrics, decide
 from cola.model import load_classifier, load_tokenizer, model_threshold, predict_proba
@@ -55,4 +55,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main("evaluate", main)

@@ -14,7 +14,7 @@ import sys
 
 import yaml
 
-from cola.config import load_params
+from cola.config import load_params, run_main
 from cola.data import DataValidationError, fetch, load_raw
 from cola.paths import RAW_DIR, RAW_DVC_FILE, ROOT
 
@@ -56,7 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataValidationError as exc:
-        sys.exit(f"get_data failed: {exc}")
+    run_main("get_data", main, DataValidationError)

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from cola import monitoring
-from cola.config import load_params
+from cola.config import PARAMS_FILE, load_params, run_main
 
 OVERRIDABLE = ("reference_stats", "held_out", "bundle_dir", "out_dir")  # monitor.* paths, also options
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"override monitor.{name}")
     args = parser.parse_args(argv)
 
-    config = (load_params(args.params) if args.params else load_params()).monitor
+    config = load_params(args.params or PARAMS_FILE, sections=("monitor",)).monitor  # a file may hold only it
     config.update({k: v for k in OVERRIDABLE if (v := getattr(args, k)) is not None})
     try:
         records, where = monitoring.read_records(config, args.logs, args.cloudwatch, args.hours)
@@ -49,4 +49,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main("monitor", lambda: sys.exit(main()))

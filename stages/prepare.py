@@ -5,11 +5,9 @@ Outputs: data/prepared/{train,validation,test}.parquet, data/prepared/summary.js
 dropped), data/reference/stats.json (training-data statistics for drift checks).
 """
 
-import sys
-
 from transformers import AutoTokenizer
 
-from cola.config import load_params, resolve_pretrained, write_json
+from cola.config import load_params, load_pretrained, run_main, write_json
 from cola.data import DataValidationError, load_raw, make_splits, reference_stats
 from cola.paths import PREPARED_DIR, PREPARED_SUMMARY, RAW_DIR, REFERENCE_STATS
 
@@ -25,14 +23,11 @@ def main() -> None:
     rows = {name: len(frame) for name, frame in splits.items()}
     write_json(PREPARED_SUMMARY, {"rows": rows, "cleaning": cleaning})
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(params.model.pretrained))
+    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, params.model.pretrained)
     stats = reference_stats(splits["train"], splits["test"], tokenizer, params.model.pretrained)
     write_json(REFERENCE_STATS, stats)
     print(f"prepare: rows {rows}; dropped {cleaning}")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataValidationError as exc:
-        sys.exit(f"prepare failed: {exc}")
+    run_main("prepare", main, DataValidationError)

@@ -12,7 +12,7 @@ import pandas as pd
 from dvclive.lightning import DVCLiveLogger
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from cola.config import load_params, to_plain
+from cola.config import load_params, run_main, to_plain
 from cola.data import LABELS
 from cola.metrics import decide, tune_threshold
 from cola.model import AcceptabilityClassifier, load_tokenizer, make_loader, predict_proba
@@ -134,4 +134,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main("train", main)

@@ -81,3 +81,29 @@ def test_compose_params_matches_what_dvc_exp_run_composes(tmp_path):
         "output_file", "config_dir", "config_module", "config_name", "plugins_path", "overrides"]  # fmt: skip
     params = compose(tmp_path, "model.pooling=mean", "train=smoke")
     assert params["model"]["pooling"] == "mean" and params["train"]["trainer"]["max_epochs"] == 1
+
+
+def test_committed_params_pass_the_schema_and_keep_yaml_types():
+    params = load_params()
+    assert params.model.pooling in ("cls", "mean") and isinstance(params.model.pooling, str)  # not the enum
+
+
+def test_schema_choices_are_the_codes_choices():
+    """The enums that refuse a bad value at composition list what the code accepts (one list each side)."""
+    from cola import config
+    from cola.model import POOLINGS
+    from cola.onnx_export import VARIANTS
+
+    assert [v.value for v in config.OnnxVariant] == list(VARIANTS)
+    assert sorted(v.value for v in config.Pooling) == sorted(POOLINGS)
+
+
+def test_monitor_only_params_file_is_checked_for_its_section(tmp_path):
+    from cola.config import ConfigError
+
+    monitor = yaml.safe_load((ROOT / "conf" / "monitor" / "default.yaml").read_text())
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"monitor": monitor}))
+    assert load_params(tmp_path / "p.yaml", sections=("monitor",)).monitor.bins == monitor["bins"]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"monitor": {**monitor, "bins": 1}}))
+    with pytest.raises(ConfigError, match=r"monitor.bins=1 must be > 1"):
+        load_params(tmp_path / "p.yaml", sections=("monitor",))
