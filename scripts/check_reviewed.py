@@ -4,12 +4,15 @@
     python scripts/check_reviewed.py pr --no-remote     # fork PR: no AWS; only what git alone can show, as warnings
     python scripts/check_reviewed.py bundle             # deploy: the workspace bundle is the one dvc.lock records
 
-`pr` pulls every DVC-tracked output recorded in dvc.lock and *.dvc from the remote (`dvc pull --allow-missing`),
-fails when one is not there (the author ran the pipeline but never ran `dvc push`), then fails when `dvc status`
-is not clean (dvc.lock does not match the code, params or data: `dvc repro` would change it). Either way the
-author fixes it on their machine; CI never retrains. `bundle` recomputes DVC's md5 of artifacts/bundle and compares
-it with dvc.lock, so the image is built from exactly the bundle the merged commit records, whatever the remote
-or workspace holds. Errors are one `::error::` line (a GitHub annotation) plus detail; exit status 1.
+`pr` downloads nothing: `dvc data status --not-in-remote -r REMOTE` lists the outputs recorded in dvc.lock and
+*.dvc that are not in the remote (DVC asks the remote which objects exist; a directory counts as pushed when its
+`.dir` manifest is there, which `dvc push` uploads last), and fails on any (the author ran the pipeline but never ran
+`dvc push`). Then it fails when dvc.lock is stale in what git shows without the data: a stage whose code or params
+changed since dvc.lock was written (`dvc status`; deps that are other stages' outputs, absent here, are not
+evidence). Either way the author fixes it on their machine; CI never retrains. `bundle` (the deploy, which does pull
+the bundle) recomputes DVC's md5 of artifacts/bundle and compares it with dvc.lock, so the image is built from
+exactly the bundle the merged commit records, whatever the remote or workspace holds. Errors are one `::error::`
+line (a GitHub annotation) plus detail; exit status 1.
 """
 
 from __future__ import annotations
@@ -55,61 +58,54 @@ def tracked_outputs(root: Path) -> dict[str, str]:
     return found
 
 
-def describe_status(status: dict) -> list[str]:
-    """`dvc status --json` -> one line per stage: what changed."""
-    lines = []
-    for stage, changes in sorted(status.items()):
-        parts = []
-        for change in changes:
-            if isinstance(change, str):
-                parts.append(change)
-                continue
-            for kind, items in change.items():
-                if isinstance(items, dict):
-                    detail = ", ".join(
-                        f"{path} {state if isinstance(state, str) else 'modified'}" for path, state in items.items()
-                    )
-                    parts.append(f"{kind}: {detail}")
-                else:
-                    parts.append(f"{kind}: {items}")
-        lines.append(f"  {stage}: {'; '.join(parts)}")
-    return lines
+def not_in_remote(remote: str) -> list[str]:
+    """Tracked outputs whose objects are not in `remote`, by listing (nothing is downloaded)."""
+    listed = json.loads(dvc("data", "status", "--not-in-remote", "-r", remote, "--json").stdout or "{}")
+    return sorted(path.rstrip("/") for path in listed.get("not_in_remote", []))
 
 
-def check_pr(root: Path, remote: str) -> None:
-    outputs = tracked_outputs(root)
-    # --allow-missing: pull what exists, then name exactly what does not (DVC's own message lists cache hashes).
-    dvc("pull", "-r", remote, "--allow-missing")
-    missing = sorted(path for path in outputs if not (root / path).exists())
-    if missing:
-        raise CheckError(
-            f"outputs recorded in dvc.lock are not in the DVC remote '{remote}': {', '.join(missing)} -- "
-            f"run the pipeline on your branch (`dvc repro`) and `dvc push -r {remote}`, then re-run this job"
-        )
-    status = json.loads(dvc("status", "--json").stdout or "{}")
-    if status:
-        raise CheckError(
-            "dvc.lock is stale: `dvc repro` would change it (stages: "
-            f"{', '.join(sorted(status))}) -- run `dvc repro` on your branch, commit dvc.lock, "
-            f"`dvc push -r {remote}`\n" + "\n".join(describe_status(status))
-        )
-    print(f"check_reviewed: {len(outputs)} outputs pulled from '{remote}' and dvc.lock is current")
+def stale_stages(root: Path) -> dict[str, list[str]]:
+    """Stages whose git-visible deps (code, params) changed since dvc.lock was written: stage -> 'path state'.
 
-
-def check_pr_without_remote(root: Path) -> list[str]:
-    """Fork PRs: no data, so only changes to git-tracked deps (code, params) can be seen. Returns warnings."""
+    Without the data, `dvc status` also reports every output and every dep that is another stage's output (or a
+    *.dvc-tracked path) as deleted; that is absence, not staleness, so those are left out."""
     status = json.loads(dvc("status", "--json").stdout or "{}")
     outputs = set(tracked_outputs(root))
-    stale = {}
+    stale: dict[str, list[str]] = {}
     for stage, changes in status.items():
         for change in changes:
             if not isinstance(change, dict):
                 continue
             for path, state in (change.get("changed deps") or {}).items():
-                # deleted = an output of another stage or data not pulled here, not evidence of staleness
                 if path not in outputs and state != "deleted":
                     stale.setdefault(stage, []).append(f"{path} {state if isinstance(state, str) else 'modified'}")
-    warnings = [f"dvc.lock is stale for {stage}: {', '.join(items)}" for stage, items in sorted(stale.items())]
+    return stale
+
+
+def check_pr(root: Path, remote: str) -> None:
+    outputs = tracked_outputs(root)
+    missing = not_in_remote(remote)
+    if missing:
+        raise CheckError(
+            f"outputs recorded in dvc.lock are not in the DVC remote '{remote}': {', '.join(missing)} -- "
+            f"run the pipeline on your branch (`dvc repro`) and `dvc push -r {remote}`, then re-run this job"
+        )
+    stale = stale_stages(root)
+    if stale:
+        raise CheckError(
+            "dvc.lock is stale: `dvc repro` would change it (stages: "
+            f"{', '.join(sorted(stale))}) -- run `dvc repro` on your branch, commit dvc.lock, "
+            f"`dvc push -r {remote}`\n"
+            + "\n".join(f"  {stage}: {'; '.join(items)}" for stage, items in sorted(stale.items()))
+        )
+    print(f"check_reviewed: all {len(outputs)} outputs are in '{remote}' (listed, not downloaded); dvc.lock is current")
+
+
+def check_pr_without_remote(root: Path) -> list[str]:
+    """Fork PRs: no remote access, so only the git-visible staleness, as warnings."""
+    warnings = [
+        f"dvc.lock is stale for {stage}: {', '.join(items)}" for stage, items in sorted(stale_stages(root).items())
+    ]
     warnings.append(
         "fork PR: no access to the DVC remote, so whether the outputs in dvc.lock were pushed is not checked; "
         "a maintainer must `dvc push` them before merging (the deploy refuses a bundle it cannot pull)"
@@ -128,10 +124,15 @@ def dir_md5(path: Path) -> str:
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
 
 
-def check_bundle(root: Path, bundle: str) -> None:
+def check_bundle(root: Path, bundle: str, locked_only: bool = False) -> None:
     locked = tracked_outputs(root).get(bundle)
     if locked is None:
-        raise CheckError(f"{bundle} is not an output recorded in dvc.lock: nothing to verify the deploy against")
+        raise CheckError(
+            f"{bundle} is not an output recorded in dvc.lock: nothing to verify the deploy against; refusing to deploy"
+        )
+    if locked_only:
+        print(f"check_reviewed: dvc.lock records {bundle} as {locked}")
+        return
     if not (root / bundle).is_dir():
         raise CheckError(f"{bundle} is missing: `dvc pull` did not fetch the bundle that dvc.lock records ({locked})")
     actual = dir_md5(root / bundle)
@@ -151,11 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--no-remote", action="store_true", help="fork PR: git-visible checks only, warnings")
     bundle = sub.add_parser("bundle", help="the workspace bundle equals the one dvc.lock records")
     bundle.add_argument("--path", default=BUNDLE)
+    bundle.add_argument(
+        "--locked-only", action="store_true", help="only check that dvc.lock records it (before a pull)"
+    )
     args = parser.parse_args(argv)
     root = Path.cwd()
     try:
         if args.command == "bundle":
-            check_bundle(root, args.path)
+            check_bundle(root, args.path, args.locked_only)
         elif args.no_remote:
             for warning in check_pr_without_remote(root):
                 print(f"::warning::{warning}")
