@@ -15,6 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 
 LOGGER = logging.getLogger("cola.serving")
 EMF_NAMESPACE = "ColaClassifier"
+# The app's own 5xx answers on Lambda, by function version: deploy/template.yaml's canary alarm reads exactly these.
+EMF_SERVER_ERRORS = "ServerErrors"
+EMF_FUNCTION_VERSION = "FunctionVersion"
 
 
 def _iso(ts: float) -> str:
@@ -185,6 +188,29 @@ def emf_records(model_version: str, latency_ms: float, labels: list[str], confid
             )
         )
     return records
+
+
+def emf_status_record(status: int, function_version: str, model_version: str) -> dict:
+    """One record per HTTP answer on Lambda: Requests 1, ServerErrors 1 if it was a 5xx, by FunctionVersion.
+    Lambda's Errors metric counts a 5xx the app answers itself as a success; this lets CodeDeploy's alarm on the
+    version being deployed see it (0s included, so the alarm has data while the version serves)."""
+    return {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": EMF_NAMESPACE,
+                    "Dimensions": [[EMF_FUNCTION_VERSION]],
+                    "Metrics": [{"Name": "Requests", "Unit": "Count"}, {"Name": EMF_SERVER_ERRORS, "Unit": "Count"}],
+                }
+            ],
+        },
+        EMF_FUNCTION_VERSION: function_version,
+        "ModelVersion": model_version,
+        "Status": status,
+        "Requests": 1,
+        EMF_SERVER_ERRORS: int(status >= 500),
+    }
 
 
 def print_emf(records: list[dict]) -> None:
