@@ -10,11 +10,13 @@ policy, logs and metrics, and returns the /predict JSON body (or the error body 
 from __future__ import annotations
 
 import json
+import os
 
 from mangum import Mangum
 
 from app.main import create_app, load_predictor
 from app.settings import Settings
+from app.telemetry import emf_status_record, print_emf
 
 settings = Settings.from_env()
 predictor = load_predictor(settings)
@@ -38,9 +40,18 @@ def _as_http_event(payload: dict) -> dict:
     }
 
 
+def _answer(event: dict, context) -> dict:
+    """The app's HTTP answer, counted per function version (a 5xx here is what the canary alarm watches)."""
+    response = asgi(event, context)
+    if settings.on_lambda:
+        version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        print_emf([emf_status_record(response["statusCode"], version, predictor.version)])
+    return response
+
+
 def handler(event, context):
     if isinstance(event, dict) and any(key in event for key in HTTP_KEYS):
-        return asgi(event, context)
+        return _answer(event, context)
     if not isinstance(event, dict) or not ({"sentence", "text"} & event.keys()):
         return {
             "statusCode": 400,
@@ -48,6 +59,6 @@ def handler(event, context):
             "message": 'expected an API Gateway / Function URL event or a direct invocation {"sentence": "..."}',
         }
     payload = {"text": event["sentence"] if "sentence" in event else event["text"]}
-    response = asgi(_as_http_event(payload), context)
+    response = _answer(_as_http_event(payload), context)
     body = json.loads(response["body"])
     return body if response["statusCode"] == 200 else {"statusCode": response["statusCode"], **body}

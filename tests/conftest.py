@@ -87,6 +87,13 @@ TIERS: dict[str, tuple[dict[str, object], str]] = {
     "moto": ({"moto_server": lambda: _program("moto_server")}, PIP_DEV),
     "actionlint": ({"actionlint": lambda: _program("actionlint")}, PIP_DEV),
     "awslambdaric": ({"awslambdaric": lambda: _module("awslambdaric")}, PIP_DEV),
+    "iac": (  # in their own venvs: their pins conflict with moto's and each other's (.ci/install.sh)
+        {
+            f".venv-tools/{tool}": (lambda t=tool: (ROOT / ".venv-tools" / t / "bin" / t).is_file())
+            for tool in ("sam", "checkov")
+        },
+        "install: bash .ci/install.sh (AWS SAM CLI, cfn-lint and checkov in .venv-tools/)",
+    ),
 }
 # tiers by marker, then by test id prefix (the integration tests each run a different external program)
 MARKER_TIERS = {"container": "container", "browser": "browser"}
@@ -100,6 +107,10 @@ PREFIX_TIERS = {
     "tests/monitoring/test_cloudwatch.py": ["moto"],
     "tests/monitoring/test_prometheus.py": ["prometheus"],
     "tests/serving/test_lambda.py::test_real_runtime_client": ["awslambdaric"],
+    "tests/aws/test_templates.py::test_sam_validate": ["iac"],
+    "tests/aws/test_templates.py::test_checkov": ["iac"],
+    "tests/aws/test_templates.py::test_cfn_lint": ["iac"],
+    "tests/serving/test_sam_local.py": ["iac"],
 }
 FULL_DATA_TIER = "full-data"
 FULL_DATA_HOW = (
