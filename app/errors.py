@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
@@ -13,7 +12,6 @@ from starlette.routing import Match
 
 from app.inputs import InputError
 from app.service import Refused
-from app.telemetry import log_event
 
 
 def error_response(
@@ -50,17 +48,11 @@ async def on_http_error(request: Request, exc: HTTPException):
     return error_response(request, exc.status_code, code, f"{exc.detail}: {request.method} {request.url.path}", headers)
 
 
-async def on_unexpected(request: Request, exc: Exception):
-    log_event("error", level=logging.ERROR, exc_info=True, request_id=getattr(request.state, "request_id", None))
-    return error_response(
-        request, 500, "internal_error", "the server failed to answer; the error is logged with this request id"
-    )
-
-
 def add_error_handlers(app: FastAPI) -> None:
     # Starlette types every handler as taking Exception; each of these is registered for its own class only.
     app.add_exception_handler(InputError, on_input_error)  # type: ignore[arg-type]
     app.add_exception_handler(Refused, on_refused)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, on_http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, on_unexpected)
+    # Any other exception: answered by RequestTelemetry (app/middleware.py), outside these handlers, so that the
+    # 500 carries X-Request-ID and the traceback is logged once.

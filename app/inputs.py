@@ -157,15 +157,45 @@ def parse_body(raw: bytes, content_type: str | None, settings: Settings) -> list
         raise InputError(
             400, "invalid_encoding", f"the body is not valid UTF-8 (bad byte at offset {exc.start}): encode it as UTF-8"
         ) from None
+    return request_schema(settings).model_validate(load_json(decoded)).sentences
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # json.loads would keep the last value silently; a client meant one of them
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise _DuplicateKey(duplicate)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def load_json(text: str) -> Any:
+    """Strict JSON -> Python: every way json.loads can fail is an InputError (400 invalid_json), never a 500.
+    Beyond syntax errors it raises a plain ValueError for an integer over Python's 4,300-digit conversion limit
+    and RecursionError for deep nesting; duplicate keys and NaN/Infinity (not JSON) are refused here too."""
     try:
-        payload = json.loads(decoded)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise InputError(
             400, "invalid_json", f"the body is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
         ) from None
+    except _DuplicateKey as exc:
+        raise InputError(
+            400, "invalid_json", f"the key {str(exc)[:100]!r} appears twice in one object: send each key once"
+        ) from None
     except RecursionError:
         raise InputError(400, "invalid_json", "the body nests JSON too deeply") from None
-    return request_schema(settings).model_validate(payload).sentences
+    except ValueError as exc:
+        detail = "a number has too many digits" if "digits" in str(exc) else str(exc)
+        raise InputError(400, "invalid_json", f"the body is not valid JSON for this API ({detail})") from None
 
 
 def check_sentences(texts: list, settings: Settings, as_list: bool = False) -> list[str]:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import time
 import uuid
 from collections.abc import Sequence
 
+from starlette.requests import ClientDisconnect
+
 from app.telemetry import Metrics, log_event
 
 REQUEST_ID_HEADER = b"x-request-id"
+CLIENT_CLOSED = 499  # nginx's status for "the client went away first"; logged and counted, never received
+# On every answer (HTML ones get more: app/routes.py): no MIME sniffing, no Referer leaking paths elsewhere.
+SECURITY_HEADERS = {"x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -117,7 +123,17 @@ class ShedWhenBusy:
 
 
 class RequestTelemetry:
-    """Give each request an id (X-Request-ID if the client sent a sane one), then count and log it."""
+    """Give each request an id, answer what nothing else answered, then count and log it.
+
+    `request_id` is ours: the Lambda request id, else a new uuid; it is in the logs and in error bodies. A client's
+    own X-Request-ID (if sane) is logged beside it as `client_request_id` and echoed in the X-Request-ID response
+    header (load generators match answers by it); without one, the header carries ours. Every response has it.
+
+    The status logged and counted is what was sent; a request that ended without an answer because the client
+    left (disconnect while its body was read or its work queued) is 499, never a 5xx: the 5xx alert must count
+    only what the server did wrong. An exception no handler answered becomes one JSON 500 here (with the ids) and
+    one `error` log line with the traceback, instead of Starlette's and uvicorn's plain-text 500 and two tracebacks.
+    """
 
     def __init__(self, app, metrics: Metrics):
         self.app, self.metrics = app, metrics
@@ -126,37 +142,68 @@ class RequestTelemetry:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
-        request_id = self._request_id(scope)
+        request_id, client_id = self._ids(scope)
         scope.setdefault("state", {}).update(request_id=request_id, received_at=start)  # received_at: see begin_drain
-        status = 500  # if the app raises before answering
+        header_id = (client_id or request_id).encode()
+        status: int | None = None
+        client_left = False
+
+        async def watch_receive():
+            nonlocal client_left
+            message = await receive()
+            client_left = client_left or message["type"] == "http.disconnect"
+            return message
 
         async def send_with_id(message):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, header_id)]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, watch_receive, send_with_id)
+        except Exception as exc:
+            if status is None and (client_left or isinstance(exc, ClientDisconnect)):
+                status = CLIENT_CLOSED
+            elif status is None:
+                log_event("error", level=logging.ERROR, exc_info=True, request_id=request_id)
+                status = 500
+                await _send_json(send, 500, _internal_error(request_id), [(REQUEST_ID_HEADER, header_id)])
+            else:  # the answer had started: nothing more can be sent, the server closes the connection
+                log_event("error", level=logging.ERROR, exc_info=True, request_id=request_id)
+        else:
+            if status is None and client_left:
+                status = CLIENT_CLOSED
+            elif status is None:  # a bug: an app must answer; say so rather than leave uvicorn's plain 500
+                log_event("error", level=logging.ERROR, request_id=request_id, message="the app did not answer")
+                status = 500
+                await _send_json(send, 500, _internal_error(request_id), [(REQUEST_ID_HEADER, header_id)])
         finally:
             seconds = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", "unmatched")  # the template, never the raw path
-            self.metrics.requests.labels(route=route, method=scope["method"], status=str(status)).inc()
+            logged = CLIENT_CLOSED if status is None else status  # only a cancelled task ends here without one
+            self.metrics.requests.labels(route=route, method=scope["method"], status=str(logged)).inc()
             self.metrics.request_latency.labels(route=route).observe(seconds)
             log_event(
                 "request",
                 method=scope["method"],
                 path=scope["path"],
-                status=status,
+                status=logged,
                 latency_ms=round(seconds * 1000, 3),
                 request_id=request_id,
+                client_request_id=client_id,
             )
 
     @staticmethod
-    def _request_id(scope) -> str:
+    def _ids(scope) -> tuple[str, str | None]:
+        """(ours, the client's X-Request-ID if it is 1-64 of [A-Za-z0-9._:-], else None)."""
         sent = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
-        if _SAFE_ID.fullmatch(sent):
-            return sent
         lambda_context = scope.get("aws.context")  # set by Mangum
-        return getattr(lambda_context, "aws_request_id", None) or uuid.uuid4().hex
+        ours = getattr(lambda_context, "aws_request_id", None) or uuid.uuid4().hex
+        return ours, sent if _SAFE_ID.fullmatch(sent) else None
+
+
+def _internal_error(request_id: str) -> dict:
+    message = "the server failed to answer; the error is logged with this request id"
+    return {"error": "internal_error", "message": message, "request_id": request_id}

@@ -12,11 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from app.inputs import SENTENCE_PATTERN, check_sentences, parse_body, request_schema
+from app.middleware import CLIENT_CLOSED
 from app.service import ClientGone, PredictionService
 from app.settings import Settings
 
 PAGE = Path(__file__).with_name("static") / "index.html"
-CLIENT_CLOSED = 499  # nginx's status for "the client went away first"; logged and counted, never received
 
 
 class Prediction(BaseModel):

@@ -161,18 +161,20 @@ def test_request_id_is_echoed_and_generated(client):
 
 
 def test_prediction_and_request_log_lines(client, log_lines, predictor):
-    client.post("/predict", json={"text": ["The cat sat.", "QQZX vvb ☃"]}, headers={"x-request-id": "req-1"})
+    answer = client.post("/predict", json={"text": ["The cat sat.", "QQZX vvb ☃"]}, headers={"x-request-id": "req-1"})
+    assert answer.headers["x-request-id"] == "req-1"  # the client's id, echoed
+    (request,) = [r for r in log_lines("request") if r["client_request_id"] == "req-1"]
+    assert request["request_id"] != "req-1" and len(request["request_id"]) == 32  # ours, not the client's
     predictions = log_lines("prediction")
     assert len(predictions) == 2
     for line in predictions:
         assert set(line) == set(PREDICTION_FIELDS)  # and no raw text by default
-        assert line["request_id"] == "req-1" and line["model_version"] == predictor.version
+        assert line["request_id"] == request["request_id"] and line["model_version"] == predictor.version
         assert line["level"] == "info" and line["ts"].endswith("Z")
     assert predictions[0]["chars"] == len("The cat sat.")
     assert predictions[0]["tokens"] == 6  # [CLS] the cat sat . [SEP]
     assert predictions[1]["unk_rate"] > 0  # ☃ is not in the vocabulary
     assert (predictions[0]["upper_ratio"], predictions[1]["upper_ratio"]) == (round(1 / 9, 4), round(4 / 7, 4))
-    (request,) = [r for r in log_lines("request") if r["request_id"] == "req-1"]
     assert {k: request[k] for k in ("method", "path", "status")} == {
         "method": "POST",
         "path": "/predict",
@@ -221,4 +223,6 @@ def test_internal_failure_is_a_logged_json_500(predictor, settings, log_lines, m
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.post("/predict", json={"text": "hi"})
     assert response.status_code == 500 and response.json()["error"] == "internal_error"
-    assert log_lines("error")[0]["request_id"] == response.json()["request_id"]
+    assert response.headers["x-request-id"] == response.json()["request_id"]
+    (error,) = log_lines("error")  # one traceback, not the handler's and the server's
+    assert error["request_id"] == response.json()["request_id"] and "ZeroDivisionError" in error["exception"]

@@ -116,3 +116,72 @@ def test_real_runtime_client_on_the_host(tiny_bundle):
             process.kill()
             output = process.communicate(timeout=30)[0]
         assert '"event":"prediction"' in output and '"_aws"' in output
+
+
+# ---- malformed events: every one answered with a 4xx in the HTTP response shape, none raised to the runtime ----
+
+ISSUE_EVENTS = [
+    {"httpMethod": "GET"},
+    {"requestContext": {}},
+    {"rawPath": "/predict"},
+    {"routeKey": "$default"},
+    {"version": "2.0", "requestContext": {"stage": "$default"}, "rawPath": "/predict"},  # requestContext without http
+    load_event("apigw_rest_v1.json") | {"isBase64Encoded": True, "body": "not base64!"},
+    load_event("http_api_v2.json") | {"isBase64Encoded": True, "body": "%%%="},
+    load_event("function_url.json") | {"isBase64Encoded": True, "body": "YQ"},  # bad padding
+    load_event("http_api_v2.json") | {"headers": None},
+]
+
+
+def assert_http_answer(response, allowed=range(200, 500)) -> None:
+    assert isinstance(response, dict) and response["statusCode"] in allowed, response
+    assert isinstance(response["body"], str) and isinstance(response.get("headers", {}), dict)
+    if response["statusCode"] >= 400:
+        assert json.loads(response["body"])["error"]
+
+
+@pytest.mark.parametrize("event", ISSUE_EVENTS, ids=range(len(ISSUE_EVENTS)))
+def test_malformed_events_from_the_issue_are_a_400(lambda_module, event):
+    response = lambda_module.handler(event, Context())
+    assert_http_answer(response, allowed=(400,))
+    error = json.loads(response["body"])
+    assert error["error"] == "invalid_event" and error["request_id"] == Context.aws_request_id
+
+
+def mutations(event, path=()):
+    """(description, mutated event): each field removed, set to null, and set to a value of another type."""
+    for key, value in event.items() if isinstance(event, dict) else enumerate(event):
+        where = "/".join(map(str, (*path, key)))
+        wrong = [None, 12345, ["x"], {"x": 1}, "x"]
+        for label, new in [("removed", REMOVED)] + [(f"= {w!r}", w) for w in wrong if type(w) is not type(value)]:
+            yield f"{where} {label}", _replace(event, key, new)
+        if isinstance(value, dict | list) and value:
+            for label, sub in mutations(value, (*path, key)):
+                yield label, _replace(event, key, sub, nested=True)
+
+
+REMOVED = object()
+
+
+def _replace(container, key, new, nested=False):
+    copy = json.loads(json.dumps(container))
+    if new is REMOVED:
+        del copy[key]
+    else:
+        copy[key] = new if nested or not isinstance(new, dict | list) else json.loads(json.dumps(new))
+    return copy
+
+
+@pytest.mark.parametrize("event_file", ["apigw_rest_v1.json", "http_api_v2.json", "function_url.json"])
+def test_every_field_of_sam_events_mutated_is_answered(lambda_module, event_file, capsys):
+    """The SAM CLI's generated events (tests/serving/events/), each field removed / null / of another type, at
+    every depth: the handler answers each with an HTTP response (2xx-4xx), never an exception or a 5xx."""
+    failures = []
+    cases = list(mutations(load_event(event_file)))
+    for label, event in cases:
+        try:
+            assert_http_answer(lambda_module.handler(event, Context()))
+        except Exception as exc:  # collect them all: one report names every field that breaks the handler
+            failures.append(f"{label}: {type(exc).__name__}: {str(exc)[:200]}")
+    capsys.readouterr()
+    assert len(cases) > 100 and failures == []
