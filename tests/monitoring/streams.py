@@ -22,6 +22,7 @@ import numpy as np
 
 from app.predictor import BundlePredictor
 from cola.config import ROOT
+from contract.bundle import BundleError
 from contract.features import upper_ratio
 
 COLA_DIR = ROOT / "tests" / "fixtures" / "cola"  # made-up CoLA-format data, present on every machine
@@ -30,7 +31,16 @@ GERMAN = Path(__file__).parent / "data" / "german_sentences.txt"
 STREAM_NAMES = ("replay", "long", "german", "shuffled", "capitals")
 
 
+class StreamsError(Exception):
+    """Missing input: one line saying what and how to get it."""
+
+
 def read_tsv(name: str, directory: Path = COLA_DIR) -> tuple[list[str], list[int]]:
+    if not (directory / name).is_file():
+        raise StreamsError(
+            f"{directory / name} does not exist: pass a CoLA-format folder (train.tsv, validation.tsv) as the third "
+            f"argument, e.g. {COLA_DIR} (the tests' fixture) or the full copy at {FULL_COLA_DIR}"
+        )
     with open(directory / name, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     return [r["sentence"] for r in rows], [int(r["label"]) for r in rows]
@@ -61,16 +71,17 @@ def streams(seed: int = 0, directory: Path = COLA_DIR) -> dict[str, list[str]]:
 def prediction_records(
     predictor: BundlePredictor, texts: list[str], start: datetime | None = None, batch: int = 64
 ) -> list[dict]:
-    """The app's prediction log records for `texts`, one second apart."""
+    """The app's prediction log records for `texts`, one second apart, labelled by the served decision rule
+    (`predictor.decide`: the bundle's threshold, as the app and the monitor's reference label), not argmax."""
     start = start or datetime(2026, 1, 1, tzinfo=UTC)
     records = []
     for i in range(0, len(texts), batch):
         chunk = texts[i : i + batch]
         result = predictor.run(chunk)
-        for j, (text, probs, tokens, unk) in enumerate(
-            zip(chunk, result.probs, result.tokens, result.unk_rates, strict=True)
+        labels = predictor.decide(result.probs)
+        for j, (text, probs, tokens, unk, best) in enumerate(
+            zip(chunk, result.probs, result.tokens, result.unk_rates, labels, strict=True)
         ):
-            best = int(np.argmax(probs))
             records.append(
                 {
                     "ts": (start + timedelta(seconds=i + j)).isoformat(),
@@ -112,8 +123,20 @@ def reference_stats(predictor: BundlePredictor) -> dict:
     }
 
 
-if __name__ == "__main__":
-    bundle, out = BundlePredictor(sys.argv[1]), Path(sys.argv[2])
-    data = Path(sys.argv[3]) if len(sys.argv) > 3 else FULL_COLA_DIR
+def main(argv: list[str]) -> None:
+    if len(argv) < 2:
+        raise StreamsError("usage: python -m tests.monitoring.streams <bundle dir> <output dir> [cola dir]")
+    try:
+        bundle = BundlePredictor(argv[0])
+    except BundleError as exc:
+        raise StreamsError(str(exc)) from None
+    data = Path(argv[2]) if len(argv) > 2 else FULL_COLA_DIR
     for name, texts in streams(directory=data).items():
-        print(write_jsonl(out / f"{name}.jsonl", prediction_records(bundle, texts)))
+        print(write_jsonl(Path(argv[1]) / f"{name}.jsonl", prediction_records(bundle, texts)))
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except StreamsError as exc:
+        sys.exit(f"streams: {exc}")
