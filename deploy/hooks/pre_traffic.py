@@ -118,8 +118,9 @@ def _invoke(lambda_client, function: str, event: dict) -> tuple[int, Any]:
 
 
 def run_checks(lambda_client, function: str) -> list[str]:
-    """Every check against `function`; the list of problems (empty: the version answers as it must)."""
-    problems = []
+    """The checks against `function` in order, up to the first problem; the problems (empty: all answered right).
+    Stopping there keeps a broken or hanging version from costing one timeout per remaining check."""
+    problems: list[str] = []
     for name, method, path, query, body, judge in CHECKS:
         try:
             status, answer = _invoke(lambda_client, function, http_api_event(method, path, query, body))
@@ -130,6 +131,7 @@ def run_checks(lambda_client, function: str) -> list[str]:
                                 "problem": problem}))  # fmt: skip
         if problem:
             problems.append(f"{name} ({method} {path}): {problem}")
+            break
     return problems
 
 
@@ -137,7 +139,7 @@ def clients() -> tuple[Any, Any]:
     # No retries and a bounded wait: a version that does not answer in time fails the check instead of the
     # hook hanging until CodeDeploy's one-hour hook timeout.
     timeout = float(os.environ.get("INVOKE_TIMEOUT_S", "120"))
-    config = Config(read_timeout=timeout, connect_timeout=10, retries={"max_attempts": 1, "mode": "standard"})
+    config = Config(read_timeout=timeout, connect_timeout=10, retries={"total_max_attempts": 1, "mode": "standard"})
     return boto3.client("lambda", config=config), boto3.client("codedeploy")
 
 
