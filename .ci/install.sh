@@ -52,6 +52,16 @@ fi
 
 "${PYTHON:-python3}" -m pip install -q -r requirements-dev.txt
 
+# Template tools (make lint, tests/aws/test_templates.py, tests/serving/test_sam_local.py), each in its own venv:
+# aws-sam-cli pins boto3 and a newer cfn-lint/aws-sam-translator than moto's, checkov pins older boto3/botocore.
+tool_venv() {
+  local name=$1; shift
+  [ -x ".venv-tools/$name/bin/python" ] || "${PYTHON:-python3}" -m venv ".venv-tools/$name"
+  ".venv-tools/$name/bin/python" -m pip install -q "$@"
+}
+tool_venv sam aws-sam-cli==1.170.0 cfn-lint==1.58.0
+tool_venv checkov checkov==3.3.30
+
 # Container tier: podman + runc + a local debootstrap base image (cached) + the serving wheels. Needs root.
 if [ "${COLA_SETUP_CONTAINERS:-1}" = 0 ]; then
   echo "install.sh: COLA_SETUP_CONTAINERS=0: skipping docker/podman-setup.sh (container tier)" >&2
