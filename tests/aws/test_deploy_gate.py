@@ -250,3 +250,25 @@ def test_after_a_rollback_automatic_deploys_hold_until_a_deliberate_one(repo, tm
     repo.gto("assign", "cola-classifier", "--version", "v1.1.0", "--stage", "prod", "--force")
     _, out, _ = repo.gate(tmp_path, **ci_run(head), LIVE_SHA=v1)
     assert out["deploy"] == "true"
+
+
+def test_the_registry_of_this_repository(repo):
+    """dvc.yaml declares the bundle under the name the workflows use; .gto allows only the `prod` stage."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import deploy_gate
+    import yaml
+
+    declared = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["artifacts"]
+    assert (
+        declared[deploy_gate.ARTIFACT]["path"] == deploy_gate.BUNDLE
+        and declared[deploy_gate.ARTIFACT]["type"] == "model"
+    )
+    (repo.path / ".gto").write_text((REPO_ROOT / ".gto").read_text())
+    repo.commit("registry config")
+    repo.gto("register", "cola-classifier", "HEAD", "--version", "v1.0.0")
+    typo = subprocess.run(["gto", "assign", "cola-classifier", "--version", "v1.0.0", "--stage", "prd"], cwd=repo.path,
+                          capture_output=True, text=True)  # fmt: skip
+    assert typo.returncode == 1 and "Allowed stages are" in typo.stdout + typo.stderr
+    repo.gto("assign", "cola-classifier", "--version", "v1.0.0", "--stage", "prod")
+    assert repo.gto("show", "cola-classifier#prod", "--ref").strip() == "cola-classifier@v1.0.0"
+    assert "assignment" in repo.gto("history", "cola-classifier")
