@@ -41,7 +41,7 @@ pipeline: setup raw-data
 repro:
 	dvc repro
 
-# `dvc exp show` lists every param and metric (~100 columns); these are the ones a sweep is compared by:
+# `dvc exp show` lists every param and metric (too many columns to read); these are the ones a sweep is compared by:
 # what was varied, validation MCC at argmax (the choice, docs/experiments.md), with the tuned threshold, test MCC
 # (reported, never used to choose) and the served MCC.
 EXP_COLUMNS := Experiment|State|model\.(lr|pooling|layer_lr_decay|tune_threshold)$$|train\.(label_smoothing|max_epochs|trainer\.max_epochs)$$|^epoch$$|best_val_mcc|val_mcc_at_threshold|decision_threshold|^mcc|mcc_argmax|served\.mcc$$
