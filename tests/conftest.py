@@ -99,8 +99,9 @@ TIERS: dict[str, tuple[dict[str, object], str]] = {
 MARKER_TIERS = {"container": "container", "browser": "browser"}
 PREFIX_TIERS = {
     "tests/integration/test_dvc_pipeline.py": ["dvc"],
+    "tests/integration/test_plots_offline.py": ["dvc"],
     "tests/aws/test_dvc_remote.py": ["dvc", "moto"],
-    "tests/aws/test_deploy_lambda.py": ["moto"],
+    "tests/aws/test_deploy_gate.py": ["dvc"],  # git + gto (a dvc dependency)
     "tests/aws/test_pr_report.py": ["dvc"],
     "tests/aws/test_workflow_runs.py": ["dvc", "moto"],
     "tests/aws/test_workflows.py::test_actionlint": ["actionlint"],
