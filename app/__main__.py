@@ -8,12 +8,12 @@ refused, the listener closes, in-flight requests finish within COLA_DRAIN_SECOND
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import start_http_server
 
 from app.main import create_app, load_predictor
 from app.settings import Settings
@@ -51,22 +51,26 @@ def serve(app: FastAPI, settings: Settings, host: str, port: int) -> None:
         server_header=False,
         timeout_graceful_shutdown=settings.drain_seconds,
     )
+    if settings.metrics_port:  # a private listener for Prometheus (a thread; the image's API port has no /metrics)
+        start_http_server(settings.metrics_port, addr=host, registry=app.state.service.metrics.registry)
+        log_event("metrics_listening", host=host, port=settings.metrics_port)
     DrainingServer(config, app).run()
     log_event("stopped", drained=app.state.service.draining)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default=os.environ.get("COLA_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("COLA_PORT", "8000")))
+    parser.add_argument("--host", help="listen address (default: COLA_HOST, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="listen port (default: COLA_PORT, else 8000)")
     args = parser.parse_args(argv)
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env()  # COLA_HOST/COLA_PORT read and checked here, like every COLA_* setting
         predictor = load_predictor(settings)
     except (BundleError, ValueError) as exc:
         print(f"cannot start the CoLA API: {exc}", file=sys.stderr)
         return 2
-    serve(create_app(predictor, settings), settings, args.host, args.port)
+    host = args.host or settings.host
+    serve(create_app(predictor, settings), settings, host, args.port or settings.port)
     return 0
 
 

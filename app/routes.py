@@ -17,6 +17,7 @@ from app.service import ClientGone, PredictionService
 from app.settings import Settings
 
 PAGE = Path(__file__).with_name("static") / "index.html"
+DOCS_LINK = ' · <small><a href="docs">API docs</a></small>'  # left out of the page when the docs are off
 
 
 class Prediction(BaseModel):
@@ -97,11 +98,15 @@ def build_router(settings: Settings) -> APIRouter:
             return JSONResponse({"status": "draining", "model_version": version}, status_code=503)
         return {"status": "ready", "model_version": version, "variant": service.predictor.variant}
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def prometheus_metrics(service: Service):
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    if settings.expose_metrics:  # else 404; the image serves them on COLA_METRICS_PORT (app/__main__.py)
+
+        @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+        async def prometheus_metrics(service: Service):
+            return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     page = PAGE.read_text()
+    if not settings.expose_docs:
+        page = page.replace(DOCS_LINK, "")
 
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index():

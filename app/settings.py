@@ -23,6 +23,23 @@ def _int(name: str, default: int) -> int:
     return value
 
 
+def _port(name: str, default: int, off: bool = False) -> int:
+    """A TCP port; with `off`, 0 means none."""
+    value = _int(name, default)
+    if not (0 < value < 65536 or (off and value == 0)):
+        raise ValueError(f"environment variable {name}={value} must be a TCP port, 1 to 65535{' (0: off)' * off}")
+    return value
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if raw not in ("0", "1"):
+        raise ValueError(f"environment variable {name}={raw!r} must be 1 (on) or 0 (off)")
+    return raw == "1"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Not pydantic-settings: a bad value must stop the app at start with one line naming the variable and its
@@ -44,6 +61,13 @@ class Settings:
     ort_threads: int = 1  # intra-op threads of one model call (0 = ONNX Runtime's default, one per core)
     model_calls: int = 0  # model calls running at once; 0 = as many as fill the cores (see concurrent_calls)
     log_text: bool = False  # raw user text in prediction logs only when explicitly enabled
+    host: str = "127.0.0.1"  # where `python -m app` listens (the image: 0.0.0.0)
+    port: int = 8000
+    # The production surface is /predict, /health, /ready and the page. Docs and metrics are on for a developer's
+    # `python -m app`; the images (and Lambda, by default) turn them off: Prometheus reads metrics_port instead.
+    expose_docs: bool = True  # /docs, /redoc, /openapi.json
+    expose_metrics: bool = True  # /metrics on the API's own port
+    metrics_port: int = 0  # > 0: /metrics also on this port of `host` (a private listener for Prometheus)
     on_lambda: bool = False  # emit CloudWatch Embedded Metric Format records
 
     @property
@@ -58,6 +82,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        on_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
         return cls(
             bundle_dir=Path(os.environ.get("COLA_BUNDLE_DIR", DEFAULT_BUNDLE_DIR)),
             max_sentences=max(1, _int("COLA_MAX_SENTENCES", cls.max_sentences)),
@@ -72,5 +97,10 @@ class Settings:
             ort_threads=_int("COLA_ORT_THREADS", cls.ort_threads),
             model_calls=_int("COLA_MODEL_CALLS", cls.model_calls),
             log_text=os.environ.get("COLA_LOG_TEXT", "0") == "1",
-            on_lambda=bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")),
+            host=os.environ.get("COLA_HOST", cls.host),
+            port=_port("COLA_PORT", cls.port),
+            expose_docs=_flag("COLA_EXPOSE_DOCS", not on_lambda),
+            expose_metrics=_flag("COLA_EXPOSE_METRICS", not on_lambda),  # on Lambda: CloudWatch EMF instead
+            metrics_port=_port("COLA_METRICS_PORT", cls.metrics_port, off=True),
+            on_lambda=on_lambda,
         )
