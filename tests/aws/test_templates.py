@@ -90,7 +90,7 @@ def test_the_three_alarms_watch_only_the_new_version(stack):
 def test_the_5xx_alarm_reads_what_the_app_emits(tiny_bundle, monkeypatch, capsys):
     """One source of truth: the alarm's namespace/metric/dimension are app/telemetry.py's names, and the real
     Lambda handler emits that record with the function version when the app answers 5xx (here: draining)."""
-    from tests.serving.test_lambda import Context, lambda_module, load_event  # noqa: F401
+    from tests.serving.test_lambda import Context, load_event
 
     monkeypatch.setenv("COLA_BUNDLE_DIR", str(tiny_bundle))
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "cola-serving")
