@@ -136,20 +136,22 @@ def _with_limits(sentences: int, chars: int) -> type[PredictRequest]:
     return LimitedPredictRequest
 
 
-def _is_json(content_type: str | None) -> bool:
-    if not content_type:
-        return True  # be lenient with clients that send no type at all
+def _is_json(content_type: str) -> bool:
+    """application/json exactly (parameters such as charset allowed). Not a missing type, not text/plain, not
+    application/anything+json: those are what a cross-site page may POST without a CORS preflight (`no-cors`),
+    so refusing them makes every cross-site request ask first (and this API answers no preflight)."""
     message = email.message.Message()
     message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+    return message.get_content_type() == "application/json" and "/" in content_type
 
 
 def parse_body(raw: bytes, content_type: str | None, settings: Settings) -> list[str]:
     """Raw POST /predict body -> the sentences to classify: transport checks here, the body's rules in the model."""
+    if not content_type:
+        raise InputError(415, "unsupported_media_type", "the request has no Content-Type: send application/json")
     if not _is_json(content_type):
         raise InputError(
-            415, "unsupported_media_type", f"Content-Type {content_type!r} is not JSON: send application/json"
+            415, "unsupported_media_type", f"Content-Type {content_type[:100]!r} is not application/json: send that"
         )
     try:
         decoded = raw.decode("utf-8")

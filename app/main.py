@@ -39,8 +39,8 @@ def create_app(predictor: BundlePredictor, settings: Settings) -> FastAPI:
         description="Is an English sentence grammatically acceptable? A fine-tuned MiniLM served with ONNX Runtime.",
         # COLA_EXPOSE_DOCS=0 (the images, Lambda): no /docs, /redoc, /openapi.json at all (404)
         openapi_url="/openapi.json" if settings.expose_docs else None,
-        docs_url="/docs" if settings.expose_docs else None,
-        redoc_url="/redoc" if settings.expose_docs else None,
+        docs_url=None,  # /docs and /redoc: app/routes.py (pinned, with integrity and a CSP: app/pages.py)
+        redoc_url=None,
     )
     app.state.service = service
     app.include_router(build_router(settings))

@@ -16,8 +16,14 @@ from app.telemetry import Metrics, log_event
 
 REQUEST_ID_HEADER = b"x-request-id"
 CLIENT_CLOSED = 499  # nginx's status for "the client went away first"; logged and counted, never received
-# On every answer (HTML ones get more: app/routes.py): no MIME sniffing, no Referer leaking paths elsewhere.
-SECURITY_HEADERS = {"x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
+# On every answer: no MIME sniffing, no Referer leaking our paths, and (unless a page sets its own, app/pages.py)
+# a policy that lets a response load and run nothing, in no frame. JSON needs nothing more.
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+}
+_SECURITY = [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -158,7 +164,7 @@ class RequestTelemetry:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, header_id)]
+                message["headers"] = _with_defaults(message.get("headers", []), header_id)
             await send(message)
 
         try:
@@ -169,7 +175,7 @@ class RequestTelemetry:
             elif status is None:
                 log_event("error", level=logging.ERROR, exc_info=True, request_id=request_id)
                 status = 500
-                await _send_json(send, 500, _internal_error(request_id), [(REQUEST_ID_HEADER, header_id)])
+                await _send_json(send, 500, _internal_error(request_id), _with_defaults([], header_id))
             else:  # the answer had started: nothing more can be sent, the server closes the connection
                 log_event("error", level=logging.ERROR, exc_info=True, request_id=request_id)
         else:
@@ -178,7 +184,7 @@ class RequestTelemetry:
             elif status is None:  # a bug: an app must answer; say so rather than leave uvicorn's plain 500
                 log_event("error", level=logging.ERROR, request_id=request_id, message="the app did not answer")
                 status = 500
-                await _send_json(send, 500, _internal_error(request_id), [(REQUEST_ID_HEADER, header_id)])
+                await _send_json(send, 500, _internal_error(request_id), _with_defaults([], header_id))
         finally:
             seconds = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", "unmatched")  # the template, never the raw path
@@ -202,6 +208,11 @@ class RequestTelemetry:
         lambda_context = scope.get("aws.context")  # set by Mangum
         ours = getattr(lambda_context, "aws_request_id", None) or uuid.uuid4().hex
         return ours, sent if _SAFE_ID.fullmatch(sent) else None
+
+
+def _with_defaults(headers, request_id: bytes) -> list[tuple[bytes, bytes]]:
+    present = {name.lower() for name, _ in headers}
+    return [*headers, (REQUEST_ID_HEADER, request_id), *(h for h in _SECURITY if h[0] not in present)]
 
 
 def _internal_error(request_id: str) -> dict:

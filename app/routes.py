@@ -3,7 +3,6 @@ PredictionService in `app.state.service`; the documented schemas depend on the s
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -11,13 +10,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from app import pages
 from app.inputs import SENTENCE_PATTERN, check_sentences, parse_body, request_schema
 from app.middleware import CLIENT_CLOSED
 from app.service import ClientGone, PredictionService
 from app.settings import Settings
-
-PAGE = Path(__file__).with_name("static") / "index.html"
-DOCS_LINK = ' · <small><a href="docs">API docs</a></small>'  # left out of the page when the docs are off
 
 
 class Prediction(BaseModel):
@@ -104,12 +101,22 @@ def build_router(settings: Settings) -> APIRouter:
         async def prometheus_metrics(service: Service):
             return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    page = PAGE.read_text()
-    if not settings.expose_docs:
-        page = page.replace(DOCS_LINK, "")
+    html, headers = pages.page(settings.expose_docs)
 
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index():
-        return page
+        return HTMLResponse(html, headers=headers)
+
+    if settings.expose_docs:
+
+        @router.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+        async def swagger_ui(request: Request):
+            content, headers = pages.swagger_ui(request.app.title)
+            return HTMLResponse(content, headers=headers)
+
+        @router.get("/redoc", response_class=HTMLResponse, include_in_schema=False)
+        async def redoc(request: Request):
+            content, headers = pages.redoc(request.app.title)
+            return HTMLResponse(content, headers=headers)
 
     return router

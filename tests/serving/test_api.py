@@ -74,7 +74,7 @@ def test_health_ready_page_docs(client, predictor):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'id="sentences"' in page.text
-    assert client.get("/docs").status_code == 200
+    assert client.get("/docs").status_code == 200 and client.get("/redoc").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/predict", "/health", "/ready", "/metrics"} <= set(paths)
 
@@ -145,8 +145,50 @@ def test_invisible_but_not_whitespace_characters_are_classified(client):
     assert len(response.json()["predictions"]) == 3
 
 
-def test_missing_content_type_is_accepted_as_json(client):
-    assert client.post("/predict", content=b'{"text": "hi"}').status_code == 200
+@pytest.mark.parametrize("content_type", [None, "application/evil+json", "text/plain;charset=utf-8", "json"])
+def test_only_application_json_is_accepted(client, content_type):
+    """A cross-site page can send a body without a CORS preflight only as text/plain, a form, or with no type:
+    all refused, so a cross-site POST needs the preflight this API never grants."""
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/predict", content=b'{"text": "hi"}', headers=headers)
+    assert response.status_code == 415 and response.json()["error"] == "unsupported_media_type"
+    assert (
+        client.post(
+            "/predict", content=b'{"text": "hi"}', headers={"content-type": "Application/JSON; charset=utf-8"}
+        ).status_code
+        == 200
+    )
+
+
+def test_every_answer_has_the_security_headers(client):
+    for response in (client.get("/health"), client.get("/nope"), client.post("/predict", json={"text": ""}),
+                     client.get("/metrics"), client.get("/openapi.json")):  # fmt: skip
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["x-request-id"]
+
+
+def test_html_answers_have_a_csp_that_allows_only_their_own_code(client):
+    import base64
+    import hashlib
+    import re
+
+    page = client.get("/")
+    policy = page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in policy
+    (script,) = re.findall(r"<script>(.*?)</script>", page.text, flags=re.DOTALL)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}';" in policy and "unsafe" not in policy and "default-src 'none'" in policy
+    for path, asset in (("/docs", "swagger-ui-dist@5.35.0/"), ("/redoc", "redoc@2.5.4/")):
+        docs = client.get(path)
+        assert (
+            docs.headers["x-frame-options"] == "DENY"
+            and "frame-ancestors 'none'" in docs.headers["content-security-policy"]
+        )
+        tags = re.findall(r"<(?:script|link)[^>]*(?:src|href)=\"https://[^>]*>", docs.text)
+        assert tags and all(asset in tag and 'integrity="sha384-' in tag and "crossorigin" in tag for tag in tags)
+        assert "fonts.googleapis" not in docs.text
 
 
 def test_unknown_route_and_method_are_json(client):

@@ -95,7 +95,7 @@ def test_no_query_gives_a_5xx_over_http(client, text, raw):
 @FAST
 @given(body=bodies, value=json_values, as_base64=st.booleans())
 def test_no_event_body_or_direct_invocation_gives_a_5xx_on_lambda(lambda_module, body, value, as_base64):  # noqa: F811
-    event = load_event("http_api_v2.json")
+    event = load_event("function_url.json")  # a POST /predict
     event["body"] = base64.b64encode(body).decode() if as_base64 else body.decode("utf-8", "replace")
     event["isBase64Encoded"] = as_base64
     response = lambda_module.handler(event, Context())

@@ -50,3 +50,34 @@ def test_the_page_shows_the_servers_error_message(page, live_server):
     page.click("#submit")
     page.wait_for_function("document.getElementById('error').textContent.length > 0")
     assert "the limit is 1000" in page.inner_text("#error")
+
+
+def test_the_page_runs_under_its_content_security_policy(page, live_server):
+    """The page's inline script and style are allowed by their hashes and nothing is refused; the same page with
+    one character of its script changed is refused by Chromium (so this check can fail)."""
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    response = page.goto(live_server + "/")
+    assert "script-src 'sha256-" in response.headers["content-security-policy"]
+    page.fill("#sentences", "The cat sat on the mat.")
+    page.click("#submit")
+    page.wait_for_selector("#results:not([hidden])")
+    assert violations == []
+
+    def altered(route):  # the real answer, its CSP header unchanged, with the inline script edited
+        real = route.fetch()
+        route.fulfill(response=real, body=real.text().replace('"predict"', "'predict'"))
+
+    page.route(live_server + "/", altered)
+    try:
+        page.goto(live_server + "/")
+        page.fill("#sentences", "The cat sat on the mat.")
+        page.click("#submit")  # the form's default action: a GET of the page itself, no script ran
+        page.wait_for_function("document.readyState === 'complete'")
+        assert any("script" in v for v in violations), violations
+        assert page.locator("#results").is_hidden()
+    finally:
+        page.unroute(live_server + "/")
