@@ -11,6 +11,7 @@ as a registry image it will not run, so the image is tagged `NAME:TAG`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.aws.awsenv import DUMMY_AWS_ENV
 from tests.aws.templates import SAM, TEMPLATE, load
 from tests.net import free_port
 from tests.serving.test_containers import build_context, image, podman  # noqa: F401 (fixtures)
@@ -120,34 +122,51 @@ def request(url: str, body: object = None) -> tuple[int, object]:
         return status, raw.decode(errors="replace")
 
 
-def test_image_through_sam_local_start_api(sam_image, docker_host, tmp_path):
+@contextlib.contextmanager
+def sam_local(command: str, template: Path, docker_host: str, workdir: Path, ready_path: str):
+    """`sam local <command>` on 127.0.0.1; yields its URL once `ready_path` answers (any HTTP status)."""
     port = free_port()
-    template = local_template(sam_image, tmp_path / "template.json")
     env = {
-        "PATH": os.environ["PATH"], "HOME": str(tmp_path), "DOCKER_HOST": docker_host, "SAM_CLI_TELEMETRY": "0",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "PATH": os.environ["PATH"], "HOME": str(workdir), "DOCKER_HOST": docker_host, "SAM_CLI_TELEMETRY": "0",
+        **DUMMY_AWS_ENV,
     }  # fmt: skip
-    log = tmp_path / "sam.log"
+    log = workdir / f"sam-{command}.log"
     with open(log, "wb") as out:
         sam = subprocess.Popen(
-            [str(SAM), "local", "start-api", "--template-file", str(template), "--host", "127.0.0.1",
+            [str(SAM), "local", command, "--template-file", str(template), "--host", "127.0.0.1",
              "--port", str(port), "--skip-pull-image", "--warm-containers", "EAGER"],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 600  # a hang guard: the first start builds SAM's emulator layer
         while True:
             try:
-                status, _ = request(f"{url}/health")
-                if status == 200:
-                    break
+                request(f"{url}{ready_path}")
+                break
             except OSError:
                 pass
             if sam.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"sam local start-api did not serve /health:\n{log.read_text()[-4000:]}")
+                raise AssertionError(f"sam local {command} did not start:\n{log.read_text()[-4000:]}")
             time.sleep(1)
+        yield url
+    finally:
+        if sam.poll() is None:
+            os.killpg(sam.pid, signal.SIGINT)  # SAM stops its warm containers on Ctrl-C
+        try:
+            sam.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(sam.pid, signal.SIGKILL)
+        shutil.rmtree(workdir / ".aws-sam", ignore_errors=True)
+    logs = log.read_text()
+    assert "Traceback" not in logs, logs[-4000:]
 
+
+def test_image_through_sam_local_start_api(sam_image, docker_host, tmp_path):
+    template = local_template(sam_image, tmp_path / "template.json")
+    with sam_local("start-api", template, docker_host, tmp_path, "/health") as url:
+        status, body = request(f"{url}/health")
+        assert status == 200, body
         status, body = request(f"{url}/predict?text=The%20cat%20sat%20on%20the%20mat.")
         assert status == 200 and len(body["predictions"]) == 1, body
         status, body = request(f"{url}/predict", {"text": ["The cat sat on the mat.", "Sat mat the on cat."]})
@@ -159,13 +178,33 @@ def test_image_through_sam_local_start_api(sam_image, docker_host, tmp_path):
         assert status != 200 and "cola_requests_total" not in str(body)
         status, body = request(f"{url}/ready")
         assert status == 200 and body["status"] == "ready"
-    finally:
-        if sam.poll() is None:
-            os.killpg(sam.pid, signal.SIGINT)  # SAM stops its warm containers on Ctrl-C
-        try:
-            sam.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(sam.pid, signal.SIGKILL)
-        shutil.rmtree(tmp_path / ".aws-sam", ignore_errors=True)
-    logs = log.read_text()
-    assert "Traceback" not in logs, logs[-4000:]
+
+
+def test_pre_traffic_hook_against_the_image_in_sam_local_start_lambda(sam_image, docker_host, tmp_path, monkeypatch):
+    """The PreTraffic hook's checks, sent as real Lambda Invoke calls to the real image in SAM's Lambda emulator
+    (which addresses a function by its logical id, not a version ARN). Only CodeDeploy's status call is stubbed
+    (moto lacks it; tests/aws/test_pre_traffic_hook.py)."""
+    from botocore.stub import ANY, Stubber
+
+    from tests.aws.test_pre_traffic_hook import EVENT, load_hook
+
+    template = local_template(sam_image, tmp_path / "template.json")
+    with sam_local("start-lambda", template, docker_host, tmp_path, "/") as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", url)
+        monkeypatch.setenv("NEW_VERSION", "ServingFunction")
+        for key, value in DUMMY_AWS_ENV.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+        hook = load_hook()
+        lambda_client, codedeploy = hook.clients()
+        with Stubber(codedeploy) as stub:
+            stub.add_response(
+                "put_lifecycle_event_hook_execution_status",
+                {"lifecycleEventHookExecutionId": EVENT["LifecycleEventHookExecutionId"]},
+                {"deploymentId": EVENT["DeploymentId"],
+                 "lifecycleEventHookExecutionId": EVENT["LifecycleEventHookExecutionId"], "status": ANY},
+            )  # fmt: skip
+            monkeypatch.setattr(hook, "clients", lambda: (lambda_client, codedeploy))
+            result = hook.handler(dict(EVENT))
+            stub.assert_no_pending_responses()
+    assert result == {"status": "Succeeded", "problems": []}
