@@ -14,6 +14,7 @@ import email.message
 import functools
 import json
 import re
+import urllib.parse
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -198,6 +199,21 @@ def load_json(text: str) -> Any:
     except ValueError as exc:
         detail = "a number has too many digits" if "digits" in str(exc) else str(exc)
         raise InputError(400, "invalid_json", f"the body is not valid JSON for this API ({detail})") from None
+
+
+def check_query(raw: bytes) -> None:
+    """GET's query must be UTF-8 once percent-decoded, as POST's body must be: Starlette would silently turn bad
+    bytes (?text=%ff%fe) into U+FFFD and classify that."""
+    for part in re.split(rb"[&;]", raw):
+        try:
+            urllib.parse.unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                400,
+                "invalid_encoding",
+                f"the query string is not valid UTF-8 once percent-decoded (bad byte at offset {exc.start} of "
+                f"{part[:40].decode('latin-1')!r}): percent-encode the text's UTF-8 bytes",
+            ) from None
 
 
 def check_sentences(texts: list, settings: Settings, as_list: bool = False) -> list[str]:

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from app import pages
-from app.inputs import SENTENCE_PATTERN, check_sentences, parse_body, request_schema
+from app.inputs import SENTENCE_PATTERN, check_query, check_sentences, parse_body, request_schema
 from app.middleware import CLIENT_CLOSED
 from app.service import ClientGone, PredictionService
 from app.settings import Settings
@@ -82,6 +82,7 @@ def build_router(settings: Settings) -> APIRouter:
         ),
     ):
         """Kept for users of the original project: `GET /predict?text=...`."""
+        check_query(request.scope["query_string"])
         return await _answer(service, request, check_sentences([text], settings))
 
     @router.get("/health", summary="Liveness")

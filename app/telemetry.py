@@ -24,6 +24,12 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
 
 
+# Characters JSON allows raw in a string that log tools (and Python's str.splitlines) take as line ends or terminal
+# controls: C1 controls (NEL U+0085, CSI U+009B, ...) and U+2028/U+2029. Escaped, so one record stays one line
+# and a client cannot forge lines or terminal sequences through a logged field. (C0 controls: json escapes them.)
+LINE_BREAKERS = {c: f"\\u{c:04x}" for c in [*range(0x80, 0xA0), 0x2028, 0x2029]}
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: {"ts", "level", "event", ...}; also used for uvicorn's own messages.
     Hand-written rather than python-json-logger or structlog: the line *is* the contract the monitor reads
@@ -38,7 +44,7 @@ class JsonFormatter(logging.Formatter):
         line = {"ts": _iso(record.created), "level": record.levelname.lower(), **fields}
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(line, separators=(",", ":"), ensure_ascii=False).translate(LINE_BREAKERS)
 
 
 LOG_CONFIG = {

@@ -268,3 +268,22 @@ def test_internal_failure_is_a_logged_json_500(predictor, settings, log_lines, m
     assert response.headers["x-request-id"] == response.json()["request_id"]
     (error,) = log_lines("error")  # one traceback, not the handler's and the server's
     assert error["request_id"] == response.json()["request_id"] and "ZeroDivisionError" in error["exception"]
+
+
+def test_get_with_bytes_that_are_not_utf8_is_refused_like_post(client):
+    response = client.get("/predict?text=%ff%fe")
+    assert response.status_code == 400 and response.json()["error"] == "invalid_encoding"
+    assert client.get("/predict?text=caf%C3%A9+au+lait").status_code == 200  # UTF-8, and + as a space
+
+
+def test_log_lines_escape_what_would_break_or_forge_a_line():
+    import logging
+
+    from app.telemetry import JsonFormatter
+
+    value = 'a\u2028{"event":"forged"}\u2029b\x85c\x9b[31md\x1be'
+    record = logging.LogRecord("cola", logging.INFO, __file__, 1, "request", None, None)
+    record.fields = {"event": "request", "client_text": value}
+    line = JsonFormatter().format(record)
+    assert len(line.splitlines()) == 1 and not any(c in line for c in "\u2028\u2029\x85\x9b\x1b")
+    assert json.loads(line)["client_text"] == value  # escaped, not lost

@@ -185,3 +185,13 @@ def test_every_field_of_sam_events_mutated_is_answered(lambda_module, event_file
             failures.append(f"{label}: {type(exc).__name__}: {str(exc)[:200]}")
     capsys.readouterr()
     assert len(cases) > 100 and failures == []
+
+
+def test_a_clients_request_id_is_logged_beside_the_lambda_one_not_instead(lambda_module, log_lines):
+    event = load_event("function_url.json")
+    event["headers"]["x-request-id"] = "client-chosen-1"
+    response = lambda_module.handler(event, Context())
+    assert response["statusCode"] == 200 and response["headers"]["x-request-id"] == "client-chosen-1"
+    lines = [(r["request_id"], r["client_request_id"]) for r in log_lines("request")]
+    assert lines == [(Context.aws_request_id, "client-chosen-1")]
+    assert {r["request_id"] for r in log_lines("prediction")} == {Context.aws_request_id}
