@@ -6,7 +6,8 @@
 #     reviewer: a GitHub login, or team:<slug> for a team of the organisation
 #   optional settings (repository variables the deploy workflow passes to deploy/template.yaml; unset = the
 #   template's default): API_AUTH JWT_ISSUER JWT_AUDIENCE THROTTLING_RATE_LIMIT THROTTLING_BURST_LIMIT
-#   RESERVED_CONCURRENCY MEMORY_SIZE TIMEOUT ARCHITECTURE DEPLOYMENT_PREFERENCE LOG_RETENTION_DAYS STACK_NAME,
+#   RESERVED_CONCURRENCY MEMORY_SIZE TIMEOUT ARCHITECTURE DEPLOYMENT_PREFERENCE LOG_RETENTION_DAYS
+#   ALARM_P99_DURATION_MS STACK_NAME,
 #   e.g. `RESERVED_CONCURRENCY=20 deploy/github-setup.sh ...`
 #
 # Needs `gh` logged in as a repository admin and `aws` with credentials for the account where deploy/bootstrap.yaml
@@ -19,7 +20,7 @@
 set -euo pipefail
 
 if [ "$#" -lt 3 ]; then
-  sed -n '4,10p' "$0" >&2
+  sed -n '4,11p' "$0" >&2
   exit 2
 fi
 repo="$1" bootstrap_stack="$2"
@@ -71,7 +72,7 @@ gh variable set ECR_REPOSITORY --repo "$repo" --body "${ecr_uri#*/}"
 gh variable set DVC_S3_URL --repo "$repo" --body "$(output DvcRemoteUrl)"
 gh variable set SAM_ARTIFACTS_BUCKET --repo "$repo" --body "$(output ArtifactsBucketName)"
 for name in API_AUTH JWT_ISSUER JWT_AUDIENCE THROTTLING_RATE_LIMIT THROTTLING_BURST_LIMIT RESERVED_CONCURRENCY \
-    MEMORY_SIZE TIMEOUT ARCHITECTURE DEPLOYMENT_PREFERENCE LOG_RETENTION_DAYS STACK_NAME; do
+    MEMORY_SIZE TIMEOUT ARCHITECTURE DEPLOYMENT_PREFERENCE LOG_RETENTION_DAYS ALARM_P99_DURATION_MS STACK_NAME; do
   if [ -n "${!name:-}" ]; then gh variable set "$name" --repo "$repo" --body "${!name}"; fi
 done
 echo "github-setup: $repo: environment production (main only, reviewers: $*), OIDC subject, variables set"

@@ -11,11 +11,17 @@ and git commands, the S3 traffic (to whatever AWS_ENDPOINT_URL the caller sets, 
 
 What is stood in for, because it cannot exist here (each replacement below says what it does instead):
 - `uses:` actions run as local equivalents (LOCAL_ACTIONS): checkout = `git checkout` of the evaluated ref in the
-  prepared clone; setup-python / setup-cml / ecr-login = nothing (this interpreter and the stubs are on PATH);
+  prepared clone; setup-python / setup-cml = nothing (this interpreter and the stubs are on PATH);
   configure-aws-credentials = the caller's dummy credentials (no OIDC here), and it fails without a role and a
   role-session-name like a misconfigured workflow would; upload-artifact = a copy into the artifacts folder.
-- `cml` (needs the GitHub API) and `docker` (no engine here): stubs written by `install_stubs` that record their
-  arguments; `docker push` registers the tag in ECR through PutImage (the same stand-in tests/aws uses).
+- `cml` and `gh` (they need the GitHub API), `docker` (no engine here) and `sam` (moto's CloudFormation has no SAM
+  transform, and refuses the TemplateURL `sam deploy` uploads): stubs written by `install_stubs` that record their
+  arguments; `docker push` registers the tag in ECR through PutImage (the same stand-in tests/aws uses); `sam deploy`
+  checks its parameters against the real template's Parameters (AllowedPattern/AllowedValues, like CloudFormation) and
+  creates or updates the stack in moto with the template's outputs that only echo parameters (DeployedSha,
+  DeployedImage, ModelVersion), so the next run's gate reads what is live from (moto's) CloudFormation. No traffic
+  shifting, hook or alarm runs here: that is CodeDeploy's side (docs/deploy.md).
+- aws-actions/amazon-ecr-login = nothing but its `registry` output (<account>.dkr.ecr.<region>.amazonaws.com).
 - `--skip NAME` skips steps that only download what is already installed (pip install, the image's wheels).
 The expression evaluator covers what the project's workflows use (contexts, ==, !=, &&, ||, !, success()/failure()/
 always()); anything else is an error, not a silent guess.
@@ -87,7 +93,9 @@ def evaluate(expression: str, context: dict, status: str = "success"):
                 pos = TOKEN.match(expression, following.end()).end()
         else:
             out.append(f"_get({name!r})")
-    return eval("".join(out), {"__builtins__": {}}, {"_get": lambda p: _lookup(context, p)})  # noqa: S307
+    # null is '' here: GitHub's loose `==` makes null == '' true (a step output never set compares equal to '').
+    get = lambda p: "" if (value := _lookup(context, p)) is None else value  # noqa: E731
+    return eval("".join(out), {"__builtins__": {}}, {"_get": get})  # noqa: S307
 
 
 def substitute(value, context: dict):
@@ -189,6 +197,7 @@ class Runner:
             "repository": self.repository,
             "sha": self.sha,
             "ref": self.ref,
+            "ref_name": self.ref.split("/", 2)[-1],
             "base_ref": pr.get("base", {}).get("ref", ""),
             "head_ref": pr.get("head", {}).get("ref", ""),
             "run_id": "4242",
@@ -221,6 +230,7 @@ class Runner:
             "secrets": self.secrets,
             "runner": {"temp": ""},
             "needs": {n: {"result": results[n].status, "outputs": results[n].outputs} for n in needs},
+            "inputs": self.event.get("inputs") or {},
             "env": {},
             "steps": {},
         }
@@ -242,6 +252,7 @@ class Runner:
                 "GITHUB_REPOSITORY": self.repository,
                 "GITHUB_SHA": self.sha,
                 "GITHUB_REF": self.ref,
+                "GITHUB_REF_NAME": self.ref.split("/", 2)[-1],
                 "GITHUB_BASE_REF": context["github"]["base_ref"],
                 "GITHUB_HEAD_REF": context["github"]["head_ref"],
                 "GITHUB_RUN_ID": "4242",
@@ -325,8 +336,21 @@ class Runner:
                 ["git", "checkout", "--quiet", "--detach", ref], cwd=self.workdir, capture_output=True, text=True
             )
             return done.returncode == 0, f"checkout {ref}\n{done.stderr}", {}
-        if action in ("actions/setup-python", "iterative/setup-cml", "aws-actions/amazon-ecr-login"):
+        if action in ("actions/setup-python", "iterative/setup-cml"):
             return True, f"{action}: provided by this machine / the stubs", {}
+        if action == "aws-actions/amazon-ecr-login":
+            import boto3  # the account behind the credentials configure-aws-credentials exported (moto's)
+
+            session = boto3.session.Session(
+                aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+                aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+                region_name=env.get("AWS_REGION"),
+            )
+            account = session.client("sts", endpoint_url=env.get("AWS_ENDPOINT_URL")).get_caller_identity()["Account"]
+            registry = f"{account}.dkr.ecr.{env.get('AWS_REGION')}.amazonaws.com"
+            with open(env["GITHUB_OUTPUT"], "a") as out:
+                out.write(f"registry={registry}\n")
+            return True, f"ecr-login: registry {registry} (no docker login here)", {}
         if action == "aws-actions/configure-aws-credentials":
             missing = [k for k in ("role-to-assume", "role-session-name", "aws-region") if not inputs.get(k)]
             if missing:
@@ -388,10 +412,90 @@ with log.open("a") as f:
 """
 
 
+SAM_STUB = """#!/usr/bin/env python3
+# Stand-in for `sam deploy` (moto's CloudFormation cannot run the SAM transform): validates the parameter overrides
+# against the real template's Parameters as CloudFormation would, then creates/updates the stack in moto with the
+# template's parameter-only outputs. Records its arguments.
+import json, os, re, sys
+from pathlib import Path
+import boto3, yaml
+args = sys.argv[1:]
+with Path(os.environ["STUB_LOG"]).open("a") as f:
+    f.write(json.dumps({"tool": "sam", "args": args}) + "\\n")
+if args[:1] != ["deploy"]:
+    sys.exit(f"sam stub: only `sam deploy` is stood in for, got {args}")
+def option(name):
+    return args[args.index(name) + 1] if name in args else None
+for needed in ("--template-file", "--stack-name", "--s3-bucket", "--capabilities"):
+    if not option(needed):
+        sys.exit(f"sam stub: {needed} missing")
+if "--no-fail-on-empty-changeset" not in args or "--no-confirm-changeset" not in args:
+    sys.exit("sam stub: a CI deploy needs --no-confirm-changeset and --no-fail-on-empty-changeset")
+class Loader(yaml.SafeLoader):
+    pass
+Loader.add_multi_constructor("!", lambda loader, suffix, node: None)  # !Ref, !Sub...: not evaluated here
+template = yaml.load(Path(option("--template-file")).read_text(), Loader=Loader)
+declared = template["Parameters"]
+after = args[args.index("--parameter-overrides") + 1:]
+overrides = dict(a.split("=", 1) for a in after if "=" in a and not a.startswith("--"))
+for key, value in overrides.items():
+    spec = declared.get(key)
+    if spec is None:
+        sys.exit(f"Error: Parameters: [{key}] do not exist in the template")
+    if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], value):
+        sys.exit(f"Error: Parameter '{key}' must match pattern {spec['AllowedPattern']}")
+    if "AllowedValues" in spec and value not in [str(v) for v in spec["AllowedValues"]]:
+        sys.exit(f"Error: Parameter '{key}' must be one of AllowedValues")
+missing = [k for k, spec in declared.items() if "Default" not in spec and k not in overrides]
+if missing:
+    sys.exit(f"Error: Parameters: {missing} must have values")
+echo = {"DeployedSha": "GitSha", "DeployedImage": "ImageUri", "ModelVersion": "ModelVersion"}
+body = {
+    "Parameters": {
+        k: {"Type": "String", **({"Default": str(declared[k]["Default"])} if "Default" in declared[k] else {})}
+        for k in echo.values()
+    },
+    "Resources": {
+        "Marker": {
+            "Type": "AWS::SSM::Parameter",
+            "Properties": {"Name": "/stub/" + option("--stack-name"), "Type": "String", "Value": overrides["GitSha"]},
+        }
+    },
+    "Outputs": {out: {"Value": {"Ref": param}} for out, param in echo.items()},
+}
+parameters = [{"ParameterKey": k, "ParameterValue": overrides[k]} for k in echo.values() if k in overrides]
+cloudformation = boto3.client("cloudformation")
+stack = option("--stack-name")
+try:
+    cloudformation.describe_stacks(StackName=stack)
+except cloudformation.exceptions.ClientError as exc:
+    if "does not exist" not in str(exc):
+        raise
+    cloudformation.create_stack(StackName=stack, TemplateBody=json.dumps(body), Parameters=parameters)
+else:
+    try:
+        cloudformation.update_stack(StackName=stack, TemplateBody=json.dumps(body), Parameters=parameters)
+    except cloudformation.exceptions.ClientError as exc:  # --no-fail-on-empty-changeset
+        if "No updates" not in str(exc):
+            raise
+print(f"Successfully created/updated stack - {stack} (moto stand-in)")
+"""
+
+
+GH_STUB = """#!/usr/bin/env python3
+# Stand-in for `gh` (the GitHub API): records its arguments.
+import json, os, sys
+from pathlib import Path
+with Path(os.environ["STUB_LOG"]).open("a") as f:
+    f.write(json.dumps({"tool": "gh", "args": sys.argv[1:], "token": bool(os.environ.get("GH_TOKEN"))}) + "\\n")
+"""
+
+
 def install_stubs(directory: Path) -> Path:
-    """Write the `cml` and `docker` stubs into `directory` (put it first on PATH); returns the log they append to."""
+    """Write the `cml`, `docker`, `sam` and `gh` stubs into `directory` (put it first on PATH); returns the log they
+    append to."""
     directory.mkdir(parents=True, exist_ok=True)
-    for name, text in (("cml", CML_STUB), ("docker", DOCKER_STUB)):
+    for name, text in (("cml", CML_STUB), ("docker", DOCKER_STUB), ("sam", SAM_STUB), ("gh", GH_STUB)):
         (directory / name).write_text(text)
         (directory / name).chmod(0o755)
     return directory / "stub-calls.jsonl"

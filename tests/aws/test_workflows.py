@@ -47,7 +47,7 @@ def scripts(workflow: dict) -> str:
 
 def test_actionlint_passes():
     files = sorted(WORKFLOWS.glob("*.yml"))
-    assert [f.name for f in files] == ["ci.yml", "deploy.yml", "pr-report.yml"]
+    assert [f.name for f in files] == ["ci.yml", "deploy.yml", "pr-report.yml", "promote.yml"]
     result = subprocess.run([actionlint(), "-no-color", *map(str, files)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -64,7 +64,7 @@ def test_actionlint_catches_a_broken_workflow(tmp_path):
     assert result.returncode == 1 and "shaa" in result.stdout
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "pr-report.yml", "deploy.yml"])
+@pytest.mark.parametrize("name", ["ci.yml", "pr-report.yml", "deploy.yml", "promote.yml"])
 def test_third_party_actions_are_pinned_to_commits(name):
     for step in steps(load(name)):
         if "uses" not in step:
@@ -117,32 +117,86 @@ def test_pr_report_checks_instead_of_retraining_and_updates_one_watermarked_comm
     assert "$GITHUB_STEP_SUMMARY" in run
 
 
+@pytest.mark.parametrize("ref", ["refs/heads/main", "refs/pull/7/merge"])
+def test_ci_never_cancels_a_run_on_main_but_a_newer_pr_push_cancels_the_older(ref):
+    """Evaluated with the workflow runner's GitHub expression evaluator for two pushes to the same ref."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from run_workflow_locally import substitute
+
+    concurrency = load("ci.yml")["concurrency"]
+    first, second = (substitute(concurrency, {"github": {"ref": ref, "sha": sha}}) for sha in ("a" * 40, "b" * 40))
+    if ref == "refs/heads/main":
+        assert first["cancel-in-progress"] == "false" and first["group"] != second["group"]  # not even queued-out
+    else:
+        assert first["cancel-in-progress"] == "true" and first["group"] == second["group"]
+
+
 def test_deploy_runs_only_after_ci_passed_on_main_through_oidc_one_at_a_time():
     deploy = load("deploy.yml")
     assert set(deploy["on"]) == {"workflow_run", "workflow_dispatch"}  # no `push`: it would not wait for ci
     assert deploy["on"]["workflow_run"] == {"workflows": ["ci"], "types": ["completed"], "branches": ["main"]}
+    assert set(deploy["on"]["workflow_dispatch"]["inputs"]) == {"version"}  # rollback / promote
     assert load("ci.yml")["name"] == "ci"  # the name workflow_run listens to
-    gate, job = deploy["jobs"]["gate"], deploy["jobs"]["deploy"]
+    jobs = deploy["jobs"]
+    gate, job, release = jobs["gate"], jobs["deploy"], jobs["release"]
     assert "scripts/deploy_gate.py" in "".join(s.get("run", "") for s in gate["steps"])
     assert job["needs"] == "gate" and job["if"] == "needs.gate.outputs.deploy == 'true'"
-    assert job["permissions"]["id-token"] == "write" and "id-token" not in deploy["permissions"]
     assert deploy["concurrency"]["cancel-in-progress"] is False
+    assert "id-token" not in deploy["permissions"] and deploy["permissions"] == {"contents": "read"}
+
+    def roles(job: dict) -> set[str]:
+        return {s["with"]["role-to-assume"] for s in job["steps"] if "configure-aws-credentials" in s.get("uses", "")}
+
+    # Only the deploy job holds the production environment and the deploy role; the gate reads what is live with
+    # the read-only role and no environment; the release job has no AWS at all and may only write (tags).
+    assert [name for name, j in jobs.items() if j.get("environment")] == ["deploy"]
+    assert job["environment"] == "production" and job["permissions"] == {"contents": "read", "id-token": "write"}
+    assert roles(job) == {"${{ vars.AWS_DEPLOY_ROLE_ARN }}"} and roles(gate) == {"${{ vars.AWS_REPORT_ROLE_ARN }}"}
+    assert gate["permissions"]["contents"] == "read" and "environment" not in gate
+    assert release["permissions"] == {"contents": "write"} and roles(release) == set()
+    assert [name for name, j in jobs.items() if j["permissions"].get("contents") == "write"] == ["release"]
+    assert release["needs"] == ["gate", "deploy"] and "if" not in release  # runs only when the deploy succeeded
+
     text = (WORKFLOWS / "deploy.yml").read_text()
     assert "aws-access-key-id" not in text and "secrets.AWS" not in text  # no long-lived keys
-    run = scripts(deploy)
+    run = scripts({"jobs": {"deploy": job}})
     order = [
+        "check_reviewed.py bundle --locked-only",
         "dvc pull -r s3 artifacts/bundle",
-        "check_reviewed.py bundle",
+        "python scripts/check_reviewed.py bundle\n",
         "docker/Dockerfile.lambda",
         "docker push",
-        "deploy_lambda.py deploy",
+        "sam deploy",
     ]
     assert [run.index(marker) for marker in order] == sorted(run.index(marker) for marker in order)
-    # the commit ci passed on, not github.sha (main's tip when a workflow_run starts)
-    assert ":${{ needs.gate.outputs.sha }}" in text and '--image-tag "$DEPLOY_SHA"' in run
+    assert "--no-fail-on-empty-changeset" in run and "--parameter-overrides" in run
+    # the commit the gate chose, not github.sha (main's tip when a workflow_run starts)
+    assert ":${{ needs.gate.outputs.sha }}" in text and '"GitSha=$DEPLOY_SHA"' in run
+    # no traffic shifting from the runner: CloudFormation + CodeDeploy do it
+    for name in ("deploy.yml", "promote.yml"):
+        body = (WORKFLOWS / name).read_text()
+        assert "update-alias" not in body and "deploy_lambda" not in body and "routing-config" not in body
+    assert not (REPO_ROOT / "scripts" / "deploy_lambda.py").exists()
+    # settings are repository variables with the template's defaults, never fixed in the workflow call
+    [sam_step] = [s for s in job["steps"] if "sam deploy" in s.get("run", "")]
+    for setting in ("ReservedConcurrency", "ApiAuth", "ThrottlingRateLimit", "ThrottlingBurstLimit", "Architecture"):
+        variable = re.search(rf"\b{setting}=([A-Z_]+)\b", sam_step["run"]).group(1)
+        assert sam_step["env"][variable] == f"${{{{ vars.{variable} }}}}", setting
+    releasing = scripts({"jobs": {"release": release}})
+    assert "gto register cola-classifier" in releasing and "--stage prod" in releasing and "--push" in releasing
 
 
-@pytest.mark.parametrize("name", ["pr-report.yml", "deploy.yml"])
+def test_a_prod_stage_tag_dispatches_the_deploy_on_main():
+    """A tag push runs at the tag's ref, which neither the deploy role nor `production` accepts: the relay."""
+    promote = load("promote.yml")
+    assert promote["on"] == {"push": {"tags": ["cola-classifier#prod#*"]}}
+    [job] = promote["jobs"].values()
+    assert job["permissions"] == {"contents": "read", "actions": "write"} and "environment" not in job
+    run = scripts(promote)
+    assert "gh workflow run deploy.yml" in run and "--ref main" in run and "configure-aws-credentials" not in str(job)
+
+
+@pytest.mark.parametrize("name", ["pr-report.yml", "deploy.yml", "promote.yml"])
 def test_workflow_hygiene(name):
     workflow = load(name)
     assert workflow["defaults"]["run"]["shell"] == "bash"  # -eo pipefail
@@ -182,6 +236,7 @@ def test_deploy_gate_watches_everything_the_image_is_built_from():
             assert watched("docker/requirements-lambda.txt") and watched("app/requirements.txt")
             continue
         assert watched(source), f"{source} is copied into the image but a change to it would not redeploy"
+    assert watched("deploy/template.yaml") and watched("deploy/hooks/pre_traffic.py")  # how it is deployed
     for unrelated in ("README.md", "docs/deploy.md", "tests/unit/test_x.py", "stages/train.py", "dvc.yaml"):
         assert not watched(unrelated)
 
