@@ -426,7 +426,8 @@ if args[:1] != ["deploy"]:
     sys.exit(f"sam stub: only `sam deploy` is stood in for, got {args}")
 def option(name):
     return args[args.index(name) + 1] if name in args else None
-for needed in ("--template-file", "--stack-name", "--s3-bucket", "--capabilities"):
+# what SAM CLI 1.170.0 itself refuses to run without (--image-repository: for PackageType Image functions)
+for needed in ("--template-file", "--stack-name", "--s3-bucket", "--image-repository", "--capabilities"):
     if not option(needed):
         sys.exit(f"sam stub: {needed} missing")
 if "--no-fail-on-empty-changeset" not in args or "--no-confirm-changeset" not in args:

@@ -102,6 +102,7 @@ PREFIX_TIERS = {
     "tests/integration/test_plots_offline.py": ["dvc"],
     "tests/aws/test_dvc_remote.py": ["dvc", "moto"],
     "tests/aws/test_deploy_gate.py": ["dvc"],  # git + gto (a dvc dependency)
+    "tests/aws/test_check_reviewed.py": ["dvc", "moto"],
     "tests/aws/test_pr_report.py": ["dvc"],
     "tests/aws/test_workflow_runs.py": ["dvc", "moto"],
     "tests/aws/test_workflows.py::test_actionlint": ["actionlint"],

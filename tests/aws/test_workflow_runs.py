@@ -440,7 +440,9 @@ def test_first_deploy_builds_the_locked_bundle_hands_the_template_to_sam_and_reg
     [sam] = stub_calls(log, "sam")
     assert {"--no-fail-on-empty-changeset", "--no-confirm-changeset", "CAPABILITY_IAM"} <= set(sam["args"])
     params = sam_parameters(sam)
-    assert IMAGE_URI.match(params.pop("ImageUri")) and params == {"GitSha": sha, "ModelVersion": "v1.0.0"}
+    image = params.pop("ImageUri")
+    assert IMAGE_URI.match(image) and params == {"GitSha": sha, "ModelVersion": "v1.0.0"}
+    assert sam["args"][sam["args"].index("--image-repository") + 1] == image.split("@")[0]
     assert live()["DeployedSha"] == sha and live()["ModelVersion"] == "v1.0.0"
     assert f"| DeployedSha | `{sha}` |" in jobs["deploy"].summary
     assert jobs["release"].status == "success", jobs["release"].log
