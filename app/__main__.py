@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client import start_http_server
 
+from app.connections import BoundedHttpTools
 from app.main import create_app, load_predictor
 from app.settings import Settings
 from app.telemetry import LOG_CONFIG, log_event
@@ -50,6 +51,7 @@ def serve(app: FastAPI, settings: Settings, host: str, port: int) -> None:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=settings.drain_seconds,
+        http=BoundedHttpTools.configured(settings),  # header/body timeouts, header limits, connection cap
     )
     if settings.metrics_port:  # a private listener for Prometheus (a thread; the image's API port has no /metrics)
         start_http_server(settings.metrics_port, addr=host, registry=app.state.service.metrics.registry)

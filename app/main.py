@@ -45,7 +45,7 @@ def create_app(predictor: BundlePredictor, settings: Settings) -> FastAPI:
     app.state.service = service
     app.include_router(build_router(settings))
     add_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_ms / 1000)
     app.add_middleware(
         ShedWhenBusy, batcher=service.batcher, on_shed=lambda request_id: service.rejected("queue_budget", request_id)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ from starlette.requests import ClientDisconnect
 from app.telemetry import Metrics, log_event
 
 REQUEST_ID_HEADER = b"x-request-id"
+CLOSE = (b"connection", b"close")
 CLIENT_CLOSED = 499  # nginx's status for "the client went away first"; logged and counted, never received
 # On every answer: no MIME sniffing, no Referer leaking our paths, and (unless a page sets its own, app/pages.py)
 # a policy that lets a response load and run nothing, in no frame. JSON needs nothing more.
@@ -44,13 +46,15 @@ async def _send_json(send, status: int, body: dict, headers: Sequence[tuple[byte
 
 
 class BodyLimit:
-    """Reject bodies over `max_bytes` with a 413 before the app parses them.
+    """Reject bodies over `max_bytes` with a 413 before the app parses them, and bodies that take longer than
+    `timeout_s` to arrive with a 408 (a slow client must not hold a connection and its task forever).
 
-    The body is read here (it is small by policy) so the limit holds with or without Content-Length.
+    The body is read here (it is small by policy) so the limit holds with or without Content-Length. Both
+    refusals close the connection: the rest of the body is not read.
     """
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout_s: float):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -58,24 +62,25 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         chunks, size, more = [], 0, True
         too_large = declared is not None and declared.isdigit() and int(declared) > self.max_bytes
-        while more and not too_large:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            too_large = size > self.max_bytes
+        request_id = scope.get("state", {}).get("request_id")
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while more and not too_large:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunks.append(message.get("body", b""))
+                    size += len(chunks[-1])
+                    more = message.get("more_body", False)
+                    too_large = size > self.max_bytes
+        except TimeoutError:
+            message = f"the request body did not arrive within {self.timeout_s:g} s ({size} bytes did)"
+            body = {"error": "body_timeout", "message": message, "request_id": request_id}
+            return await _send_json(send, 408, body, [CLOSE])
         if too_large:
-            return await _send_json(
-                send,
-                413,
-                {
-                    "error": "body_too_large",
-                    "message": f"the request body is over {self.max_bytes} bytes: send fewer or shorter sentences",
-                    "request_id": scope.get("state", {}).get("request_id"),
-                },
-            )
+            message = f"the request body is over {self.max_bytes} bytes: send fewer or shorter sentences"
+            body = {"error": "body_too_large", "message": message, "request_id": request_id}
+            return await _send_json(send, 413, body, [CLOSE])
         body = b"".join(chunks)
         replayed = False
 

@@ -61,6 +61,12 @@ class Settings:
     ort_threads: int = 1  # intra-op threads of one model call (0 = ONNX Runtime's default, one per core)
     model_calls: int = 0  # model calls running at once; 0 = as many as fill the cores (see concurrent_calls)
     log_text: bool = False  # raw user text in prediction logs only when explicitly enabled
+    # What one TCP client may hold (app/connections.py; `python -m app` only: on Lambda API Gateway holds them)
+    header_timeout_ms: int = 10_000  # from connect (or a kept-alive request's first byte) to the end of headers
+    body_timeout_ms: int = 20_000  # from the end of headers to the end of the body: else 408
+    max_header_bytes: int = 32 * 1024  # request line + headers; else 431
+    max_headers: int = 100
+    max_connections: int = 2048  # open at once; more: 503 and closed
     host: str = "127.0.0.1"  # where `python -m app` listens (the image: 0.0.0.0)
     port: int = 8000
     # The production surface is /predict, /health, /ready and the page. Docs and metrics are on for a developer's
@@ -97,6 +103,11 @@ class Settings:
             ort_threads=_int("COLA_ORT_THREADS", cls.ort_threads),
             model_calls=_int("COLA_MODEL_CALLS", cls.model_calls),
             log_text=os.environ.get("COLA_LOG_TEXT", "0") == "1",
+            header_timeout_ms=max(1, _int("COLA_HEADER_TIMEOUT_MS", cls.header_timeout_ms)),
+            body_timeout_ms=max(1, _int("COLA_BODY_TIMEOUT_MS", cls.body_timeout_ms)),
+            max_header_bytes=max(1024, _int("COLA_MAX_HEADER_BYTES", cls.max_header_bytes)),
+            max_headers=max(10, _int("COLA_MAX_HEADERS", cls.max_headers)),
+            max_connections=max(1, _int("COLA_MAX_CONNECTIONS", cls.max_connections)),
             host=os.environ.get("COLA_HOST", cls.host),
             port=_port("COLA_PORT", cls.port),
             expose_docs=_flag("COLA_EXPOSE_DOCS", not on_lambda),
