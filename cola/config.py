@@ -260,7 +260,7 @@ def check_params(params: Any, source: str = "params.yaml", sections: tuple[str, 
     if missing:
         raise ConfigError(
             f"{source} has no {', '.join(missing)} (older than conf/? run `make params`, or "
-            f"`git checkout params.yaml` for the committed one)"
+            f"`git checkout HEAD -- params.yaml` for the committed one)"
         )
     problems = _out_of_bounds(Config, typed, only=wanted)
     if problems:
@@ -283,6 +283,28 @@ def load_params(path: str | Path = PARAMS_FILE, sections: tuple[str, ...] | None
     return params
 
 
+def _restore_hint(stage: str) -> str:
+    """How to get back what DVC deleted before running `stage`: cached outputs from the DVC cache, the ones kept
+    in git (`cache: false`, e.g. reports/) from git; and params.yaml, which `dvc exp run -S` rewrote."""
+    try:
+        outs = yaml.safe_load(PIPELINE_FILE.read_text())["stages"][stage.split(":")[-1]].get("outs", [])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        outs = []
+    paths = {next(iter(o)) if isinstance(o, dict) else o: o for o in outs}
+    in_git = [p for p, o in paths.items() if isinstance(o, dict) and next(iter(o.values())).get("cache") is False]
+    steps = (
+        [f"`dvc checkout {stage}` restores {', '.join(p for p in paths if p not in in_git)}"]
+        if len(in_git) < len(paths)
+        else []
+    )
+    if in_git:
+        steps.append(f"`git checkout HEAD -- {' '.join(in_git)}` restores {', '.join(in_git)}")
+    return (
+        f"DVC removed the outputs of '{stage}' before running it: {'; '.join(steps or ['nothing to restore'])}; "
+        f"after `dvc exp run -S`, `git checkout HEAD -- params.yaml` restores the params"
+    )
+
+
 def run_main(name: str, main: Callable[[], Any], *expected: type[BaseException]) -> None:
     """Run a stage (or command) `main`: a ConfigError or one of `expected` is one line on stderr and exit 2, not a
     traceback (COLA_DEBUG=1 shows it). Under DVC (DVC_STAGE is set) the line adds that DVC removed the
@@ -293,12 +315,7 @@ def run_main(name: str, main: Callable[[], Any], *expected: type[BaseException])
         if os.environ.get(DEBUG_VARIABLE) == "1":
             raise
         stage = os.environ.get("DVC_STAGE")
-        restore = (
-            f" (DVC removed the outputs of '{stage}' before running it: `dvc checkout {stage}` restores the "
-            f"committed ones; after `dvc exp run -S`, `git checkout params.yaml` restores the params)"
-            if stage
-            else ""
-        )
+        restore = f" ({_restore_hint(stage)})" if stage else ""
         print(f"{name} failed: {exc}{restore} [{DEBUG_VARIABLE}=1 for the traceback]", file=sys.stderr)
         sys.exit(2)
 

@@ -11,7 +11,6 @@ the served variant's test MCC is more than export.max_mcc_drop below fp32's.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import pandas as pd
 
 from app.predictor import BundlePredictor
 from cola import onnx_export as ox
-from cola.config import declared_params, load_params, write_json
+from cola.config import declared_params, load_params, run_main, write_json
 from cola.model import model_threshold
 from cola.paths import BUNDLE_DIR, EXPORT_METRICS, MODEL_DIR, ONNX_DIR, TEST_DATA, TRAIN_DATA
 
@@ -122,12 +121,5 @@ def run(
     return metrics
 
 
-def main() -> None:
-    try:
-        run()
-    except ox.ExportError as exc:
-        sys.exit(f"export_onnx failed: {exc}")
-
-
 if __name__ == "__main__":
-    main()
+    run_main("export_onnx", run, ox.ExportError)

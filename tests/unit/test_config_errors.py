@@ -12,7 +12,7 @@ import yaml
 
 from cola.config import ROOT
 
-PROJECT = ["cola", "stages", "app", "contract", "conf", "hydra_plugins", "params.yaml"]
+PROJECT = ["cola", "stages", "app", "contract", "conf", "hydra_plugins", "params.yaml", "dvc.yaml"]
 
 
 @pytest.fixture
@@ -109,5 +109,5 @@ def test_stage_that_cannot_load_its_model_offline_names_the_offline_option(proje
         result,
         "prepare failed: model.pretrained='google/bert_uncased_L-2_H-128_A-2' cannot be loaded",
         "-S model=minilm",
-        "`dvc checkout prepare` restores",
+        "`dvc checkout prepare` restores data/prepared, data/reference",
     )
