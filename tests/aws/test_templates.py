@@ -252,13 +252,16 @@ def test_deploy_role_trusts_only_the_production_environment_and_the_deploy_workf
     }
 
 
-def test_report_role_trusts_only_pull_requests_of_the_repository(bootstrap):
+def test_report_role_trusts_only_pull_requests_and_the_deploy_gate_on_main(bootstrap):
     condition = _trust(bootstrap, "ReportRole", {})["Condition"]
     assert {k: _sub(v, GITHUB) for k, v in condition["StringEquals"].items()} == {
         "token.actions.githubusercontent.com:aud": "sts.amazonaws.com"
     }
-    (subject,) = [_sub(v, GITHUB) for v in condition["StringLike"].values()]
-    assert subject == "repo:acme/cola:pull_request:job_workflow_ref:acme/cola/.github/workflows/*"
+    (subjects,) = condition["StringLike"].values()
+    assert [_sub(v, GITHUB) for v in subjects] == [
+        "repo:acme/cola:pull_request:job_workflow_ref:acme/cola/.github/workflows/*",
+        "repo:acme/cola:ref:refs/heads/main:job_workflow_ref:acme/cola/.github/workflows/deploy.yml@refs/heads/main",
+    ]
 
 
 @pytest.mark.parametrize("create", ["true", "false"])
