@@ -54,7 +54,11 @@ def serve(app: FastAPI, settings: Settings, host: str, port: int) -> None:
         http=BoundedHttpTools.configured(settings),  # header/body timeouts, header limits, connection cap
     )
     if settings.metrics_port:  # a private listener for Prometheus (a thread; the image's API port has no /metrics)
-        start_http_server(settings.metrics_port, addr=host, registry=app.state.service.metrics.registry)
+        try:
+            start_http_server(settings.metrics_port, addr=host, registry=app.state.service.metrics.registry)
+        except OSError as exc:
+            print(f"cannot start the CoLA API: COLA_METRICS_PORT={settings.metrics_port}: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         log_event("metrics_listening", host=host, port=settings.metrics_port)
     DrainingServer(config, app).run()
     log_event("stopped", drained=app.state.service.draining)

@@ -9,17 +9,20 @@ import json
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from cola.config import ROOT
 from tests.net import free_port
 from tests.serving.lambda_runtime import LambdaRuntimeAPI
 from tests.serving.test_lambda import load_event
+from tests.serving.test_lock import LAMBDA, SERVING
 from tests.serving.test_overload import in_flight_requests, post
 
 BASE_IMAGE = "localhost/cola-base:bookworm"
@@ -63,6 +66,13 @@ def image(build_context):
     podman("image", "prune", "-f", check=False)  # the untagged build stages (a few hundred MB each)
 
 
+def installed(tag: str) -> set[str]:
+    """The distributions in the image's venv, by canonical name."""
+    script = "import importlib.metadata as m; print(*sorted({d.metadata['Name'] for d in m.distributions()}))"
+    out = podman("run", "--rm", "--entrypoint", "python3", tag, "-c", script).stdout
+    return {canonicalize_name(name) for name in out.split()}
+
+
 def wait_http(url: str, container: str, limit_s: float = 120) -> None:
     deadline = time.monotonic() + limit_s  # a hang guard, not a speed assertion
     while time.monotonic() < deadline:
@@ -89,11 +99,11 @@ def test_api_image(image):
     listing = podman("run", "--rm", "--entrypoint", "sh", tag, "-c", script).stdout
     assert "stray-secret.txt" not in listing and "manifest.json" in listing and "no-compiler" in listing
     assert "No module named 'torch'" in listing
-    port = free_port()
+    assert installed(tag) == set(SERVING)  # exactly the hashed lock, nothing more (no pip, no huggingface_hub)
+    port, metrics_port = free_port(), free_port()
     name = f"cola-api-{uuid.uuid4().hex[:8]}"
-    podman(
-        "run", "-d", "--name", name, "--network", "host", "-e", "COLA_HOST=127.0.0.1", "-e", f"COLA_PORT={port}", tag
-    )
+    podman("run", "-d", "--name", name, "--network", "host", "-e", "COLA_HOST=127.0.0.1", "-e", f"COLA_PORT={port}",
+           "-e", f"COLA_METRICS_PORT={metrics_port}", tag)  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{port}/ready", name)
         request = urllib.request.Request(
@@ -103,6 +113,12 @@ def test_api_image(image):
         with urllib.request.urlopen(request, timeout=30) as response:
             body = json.loads(response.read())
         assert len(body["predictions"]) == 2
+        for private in ("/metrics", "/docs", "/openapi.json"):  # the production surface (docs/serving.md)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{private}", timeout=10)
+            assert refused.value.code == 404
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+            assert b"cola_requests_total{" in response.read()  # for Prometheus, on the private port
         assert podman("healthcheck", "run", name, check=False).returncode == 0
         logs = podman("logs", name).stdout
         assert '"event":"prediction"' in logs and "The cat sat." not in logs  # no raw text by default
@@ -114,6 +130,7 @@ def test_api_image(image):
 
 def test_lambda_image_with_the_runtime_interface_client(image):
     tag = image("Dockerfile.lambda")
+    assert installed(tag) == set(SERVING) | set(LAMBDA)
     name = f"cola-lambda-{uuid.uuid4().hex[:8]}"
     with LambdaRuntimeAPI() as runtime:
         podman("run", "-d", "--name", name, "--network", "host", "-e", f"AWS_LAMBDA_RUNTIME_API={runtime.address}",
@@ -140,6 +157,7 @@ def test_api_container_refuses_overload_and_drains_on_stop(image):
     name = f"cola-drain-{uuid.uuid4().hex[:8]}"
     url = f"http://127.0.0.1:{port}"
     podman("run", "-d", "--name", name, "--network", "host", "-e", "COLA_MAX_BATCH=1",
+           "-e", "COLA_EXPOSE_METRICS=1", "-e", "COLA_METRICS_PORT=0",  # in_flight_requests() polls /metrics
            "-e", "COLA_MAX_QUEUED_TOKENS=64", "-e", "COLA_QUEUE_BUDGET_MS=60000",
            "-v", f"{ROOT / 'tests/serving/slow_server.py'}:/srv/slow_server.py:ro",
            tag, "python3", "/srv/slow_server.py", str(port), "0.4")  # fmt: skip

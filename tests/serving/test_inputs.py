@@ -108,7 +108,7 @@ def test_lone_surrogates_are_invalid_text(raw):
 def test_a_surrogate_pair_is_one_character():
     pair = b'"\\ud83d\\ude00"'
     assert parse_body(b'{"text": ' + pair + b"}", "application/json", LIMITS) == ["😀"]
-    assert parse_body(b'{"text": [' + b", ".join([pair] * 3) + b"]}", None, LIMITS) == ["😀"] * 3
+    assert parse_body(b'{"text": [' + b", ".join([pair] * 3) + b"]}", "application/json", LIMITS) == ["😀"] * 3
     with pytest.raises(InputError) as err:
         parse_body(b'{"text": "' + b"\\ud83d\\ude00" * 21 + b'"}', "application/json", LIMITS)
     assert err.value.code == "text_too_long"
