@@ -27,6 +27,8 @@ PROJECT = [
     "app",
     "contract",
     "conf",
+    "hydra_plugins",  # registers the config schema when `dvc exp run -S` composes conf/
+    "dvc_plots_template",  # .dvc/config's plots.html_template
     "dvc.yaml",
     ".dvc/config",
     ".dvc/.gitignore",
@@ -216,6 +218,41 @@ def _lrs(node) -> list:
     if isinstance(node, list):
         return [lr for item in node for lr in _lrs(item)]
     return []
+
+
+def workspace(repo) -> tuple[str, str]:
+    """What `git status` and `dvc status` say: a failed experiment must leave both as they were."""
+    return run(repo, "git", "status", "--porcelain", stdout_only=True), run(repo, "dvc", "status")
+
+
+def test_exp_run_with_a_wrongly_typed_value_fails_before_any_stage(repo, first_repro):
+    """The schema applies when DVC composes conf/: nothing runs, nothing is removed, params.yaml is untouched."""
+    before = workspace(repo)
+    output = run(repo, "dvc", "exp", "run", "-S", "model.lr=abc", check=False)
+    assert "Error merging override model.lr=abc: Value 'abc' of type 'str' could not be converted to Float" in output
+    assert ran_stages(output) == set()
+    assert workspace(repo) == before
+    assert "Data and pipelines are up to date" in before[1]
+
+
+def test_exp_run_with_an_out_of_bounds_value_fails_in_one_line_that_says_how_to_restore(repo, first_repro):
+    """Bounds are checked by the stage's first step, after DVC removed its outputs: the line says so, and the
+    commands it names bring everything back."""
+    before = workspace(repo)
+    output = run(repo, "dvc", "exp", "run", "-S", "model.lr=-1", check=False)
+    assert ran_stages(output) == {"train"}
+    line = next(line for line in output.splitlines() if line.startswith("train failed:"))
+    assert "model.lr=-1.0 must be > 0" in line and "Traceback" not in output, output[-3000:]
+    assert not (repo / "models/model").exists() and not (repo / "reports/train/metrics.json").exists()  # as it says
+    restore = [cmd for cmd in re.findall(r"`([^`]+)`", line) if re.match(r"(git|dvc) checkout", cmd)]
+    assert restore == [
+        "dvc checkout train",
+        "git checkout HEAD -- reports/train",
+        "git checkout HEAD -- params.yaml",
+    ], line
+    for command in restore:  # the line's own commands bring everything back
+        run(repo, *command.split())
+    assert workspace(repo) == before
 
 
 def test_exp_run_set_param_makes_a_visible_experiment(repo, first_repro):
