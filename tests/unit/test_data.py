@@ -54,6 +54,16 @@ def test_bad_training_data_fails_naming_file_line_and_problem(tmp_path, rows, he
         load_raw(tmp_path)
 
 
+def test_labels_with_surrounding_spaces_are_read_as_their_number(tmp_path):
+    # a TSV saved by a spreadsheet or an editor may pad cells: " 1" and "0 " are labels, not errors
+    make_dir(
+        tmp_path,
+        train_rows=["padded one\t 1", "padded zero\t0 ", "tabbed one\t1\r"] + [f"row {i}\t{i % 2}" for i in range(8)],
+    )
+    raw = load_raw(tmp_path)
+    assert raw.train["label"].tolist()[:3] == [1, 0, 1] and raw.train["label"].dtype.kind == "i"
+
+
 def test_all_problems_are_reported_at_once(tmp_path):
     make_dir(tmp_path, test_rows=["ok\t1", "\t1", "fine\t7"])
     with pytest.raises(DataValidationError) as info:
