@@ -62,6 +62,17 @@ tool_venv() {
 tool_venv sam aws-sam-cli==1.170.0 cfn-lint==1.58.0
 tool_venv checkov checkov==3.3.30
 
+# Mermaid CLI (tests/aws/test_pr_charts.py renders the PR comment's charts), pinned with its lock in .ci/mermaid/.
+# It drives the system Chromium (.ci/mermaid/puppeteer.json): PUPPETEER_SKIP_DOWNLOAD, never a browser download.
+# 11.x: mermaid-cli 12 needs node >= 22.
+if command -v npm >/dev/null; then
+  mkdir -p .venv-tools/mermaid
+  cp .ci/mermaid/package.json .ci/mermaid/package-lock.json .venv-tools/mermaid/
+  PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix .venv-tools/mermaid --no-audit --no-fund --loglevel=error
+else
+  echo "install.sh: no npm (node >= 18.19): skipping the Mermaid CLI; the mermaid tier will be skipped" >&2
+fi
+
 # Container tier: podman + runc + a local debootstrap base image (cached) + the serving wheels. Needs root.
 if [ "${COLA_SETUP_CONTAINERS:-1}" = 0 ]; then
   echo "install.sh: COLA_SETUP_CONTAINERS=0: skipping docker/podman-setup.sh (container tier)" >&2

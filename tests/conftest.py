@@ -87,6 +87,13 @@ TIERS: dict[str, tuple[dict[str, object], str]] = {
     "moto": ({"moto_server": lambda: _program("moto_server")}, PIP_DEV),
     "actionlint": ({"actionlint": lambda: _program("actionlint")}, PIP_DEV),
     "awslambdaric": ({"awslambdaric": lambda: _module("awslambdaric")}, PIP_DEV),
+    "mermaid": (  # the Mermaid CLI renders the PR comment's charts with the system Chromium (.ci/mermaid/)
+        {
+            ".venv-tools/mermaid (mmdc)": lambda: (ROOT / ".venv-tools/mermaid/node_modules/.bin/mmdc").is_file(),
+            "/usr/bin/chromium": _chromium,
+        },
+        "install: sudo apt-get install chromium nodejs npm && bash .ci/install.sh (npm ci into .venv-tools/mermaid)",
+    ),
     "iac": (  # in their own venvs: their pins conflict with moto's and each other's (.ci/install.sh)
         {
             f".venv-tools/{tool}": (lambda t=tool: (ROOT / ".venv-tools" / t / "bin" / t).is_file())
@@ -104,6 +111,8 @@ PREFIX_TIERS = {
     "tests/aws/test_deploy_gate.py": ["dvc"],  # git + gto (a dvc dependency)
     "tests/aws/test_check_reviewed.py": ["dvc", "moto"],
     "tests/aws/test_pr_report.py": ["dvc"],
+    "tests/aws/test_pr_report.py::test_charts_render": ["mermaid"],
+    "tests/aws/test_pr_charts.py": ["mermaid"],
     "tests/aws/test_workflow_runs.py": ["dvc", "moto"],
     "tests/aws/test_workflows.py::test_actionlint": ["actionlint"],
     "tests/monitoring/test_cloudwatch.py": ["moto"],
