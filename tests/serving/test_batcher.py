@@ -164,6 +164,36 @@ def test_estimated_wait_over_the_budget_is_refused():
     assert refused.retry_after_s == 1
 
 
+def test_a_wait_exactly_at_the_budget_is_admitted_and_one_token_more_is_refused():
+    model = GatedModel()
+    batcher = batcher_for(model, queue_budget_s=0.5)
+
+    async def scenario():
+        running = batcher.submit(encoded("yes", tokens=40))
+        await started(model)
+        batcher.tokens_per_s = 100.0  # as if measured: 40 running tokens = 0.4 s
+        at_budget = batcher.submit(encoded("no", tokens=10))  # (40 + 10) / 100 = 0.5 s: the budget, not over it
+        with pytest.raises(Overloaded) as refused:
+            batcher.submit(encoded("no", tokens=1))  # (40 + 10 + 1) / 100 = 0.51 s
+        model.gate.set()
+        await asyncio.gather(running.future, at_budget.future)
+        return refused.value
+
+    assert asyncio.run(scenario()).reason == "queue_budget"
+    assert model.calls == [[1], [0]]
+
+
+def test_an_idle_batcher_admits_a_request_whose_own_time_passes_the_budget():
+    model = GatedModel(open_=True)
+    batcher = batcher_for(model, max_queued_tokens=5, queue_budget_s=0.5)
+    batcher.tokens_per_s = 100.0  # as if measured: the request alone is 2 s of work, four times the budget
+
+    async def scenario():
+        return await batcher.submit(encoded("yes", tokens=200)).future
+
+    assert asyncio.run(scenario()).tolist() == [[0.0, 1.0]]  # refusing it would refuse it forever
+
+
 def test_a_cancelled_job_is_never_computed_and_releases_its_tokens():
     model = GatedModel()
     batcher = batcher_for(model)
