@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import httpx
+import numpy as np
 import pytest
 
 from app.main import create_app
@@ -98,7 +99,43 @@ def test_work_over_the_queue_limit_gets_503_with_retry_after(predictor, settings
     assert metric(metrics, 'cola_rejected_total{reason="queue_full"}') == 1
     assert metric(metrics, 'cola_rejected_total{reason="deadline"}') == 0
     assert log_lines("rejected")[0]["reason"] == "queue_full"
-    assert log_lines("request")[-1]["status"] in (200, 503)
+    predicts = [line for line in log_lines("request") if line["path"] == "/predict"]
+    assert sorted(line["status"] for line in predicts) == [200, 200, 503]
+    assert next(line for line in predicts if line["status"] == 503)["request_id"] == body["request_id"]
+
+
+def test_an_idle_server_answers_a_request_over_the_budget_and_a_busy_one_refuses_it(predictor, settings, gated):
+    # a zero budget: every request's own estimated time (its tokens over the rate the warm-up measured on the real
+    # tiny bundle) passes it. Idle, the server still answers (else a large request would be refused forever);
+    # busy, the same request is refused.
+    app = create_app(predictor, replace(settings, queue_budget_ms=0))
+    batcher = app.state.service.batcher
+    texts = ["A long sentence that the idle server answers although it alone passes the budget."] * 8
+    assert batcher.estimated_wait_s(predictor.encode(texts).cost) > batcher.queue_budget_s == 0
+
+    async def scenario(client):
+        idle = await client.post("/predict", json={"text": texts})
+        gate = gated(app)
+        held = asyncio.ensure_future(client.post("/predict", json={"text": texts}))
+        await until(lambda: gate.calls)
+        busy = await client.post("/predict", json={"text": texts})
+        gate.opened.set()
+        return idle, await held, busy
+
+    idle, held, busy = run_app(app, scenario)
+    assert idle.status_code == 200 and held.status_code == 200
+    assert_labels_follow_the_threshold(predictor, idle.json()["predictions"])
+    assert (
+        busy.status_code == 503
+        and busy.json()["error"] == "overloaded"
+        and "over the 0 ms budget" in busy.json()["message"]
+    )
+
+
+def assert_labels_follow_the_threshold(predictor, predictions: list[dict]) -> None:
+    """Each label is the bundle's decision on its own probabilities (threshold, not argmax)."""
+    probs = np.array([[p["probabilities"][label] for label in predictor.labels] for p in predictions])
+    assert [p["label"] for p in predictions] == [predictor.labels[i] for i in predictor.decide(probs)]
 
 
 def test_past_the_deadline_is_a_504_and_the_queued_work_is_dropped(predictor, settings, gated):
@@ -122,14 +159,24 @@ def test_past_the_deadline_is_a_504_and_the_queued_work_is_dropped(predictor, se
     assert metric(metrics, "cola_queued_tokens") == 0
 
 
-async def asgi_post(app, body: bytes, sent: list[dict], body_arrives: asyncio.Event, disconnect: asyncio.Event) -> None:
+async def asgi_post(
+    app,
+    body: bytes,
+    sent: list[dict],
+    body_arrives: asyncio.Event,
+    disconnect: asyncio.Event,
+    body_wanted: asyncio.Event | None = None,
+) -> None:
     """POST /predict straight through the ASGI interface, like a server would: the body is delivered when
-    `body_arrives` is set, then http.disconnect when `disconnect` is (how uvicorn reports a client that left)."""
+    `body_arrives` is set, then http.disconnect when `disconnect` is (how uvicorn reports a client that left).
+    `body_wanted` is set when the app first asks for the body (it has the headers and is waiting)."""
     delivered = False
 
     async def receive():
         nonlocal delivered
         if not delivered:
+            if body_wanted is not None:
+                body_wanted.set()
             await body_arrives.wait()
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
@@ -197,11 +244,11 @@ def test_a_request_received_before_sigterm_is_computed_even_if_its_body_comes_af
     sent: list[dict] = []
 
     async def scenario():
-        body_arrives, done = asyncio.Event(), asyncio.Event()
+        body_arrives, done, body_wanted = asyncio.Event(), asyncio.Event(), asyncio.Event()
         request = asyncio.ensure_future(
-            asgi_post(app, b'{"text": "Sent before the signal."}', sent, body_arrives, done)
+            asgi_post(app, b'{"text": "Sent before the signal."}', sent, body_arrives, done, body_wanted)
         )
-        await asyncio.sleep(0.05)  # headers received, body still on its way
+        await body_wanted.wait()  # headers received, the app waits for the body, still on its way
         app.state.service.begin_drain()
         body_arrives.set()
         await request
@@ -285,20 +332,32 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(tiny_bundle):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: list[str] = []
+    listener_closed = threading.Event()
+
+    def read_output() -> None:
+        for line in server.stdout:
+            lines.append(line)
+            if "Waiting for connections to close" in line:  # uvicorn logs it right after closing its listener
+                listener_closed.set()
+
+    reader = threading.Thread(target=read_output, daemon=True)
+    reader.start()
     try:
         wait_ready(url, server)
         requests = 5  # one model call each (COLA_MAX_BATCH=1): about 2 s of queued work
         with ThreadPoolExecutor(requests) as pool:
             answers = in_flight_requests(pool, url, [[f"Sentence number {i} is here."] for i in range(requests)])
             server.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
+            assert listener_closed.wait(timeout=30), "uvicorn never closed its listener"  # a hang guard
             after = post(url, ["Sent after SIGTERM."])  # the listener is closed
             statuses = [a.result() for a in answers]
         exit_code = server.wait(timeout=30)
     finally:
         if server.poll() is None:
             server.kill()
-    log = [json.loads(line) for line in server.stdout.read().splitlines() if line.startswith("{")]
+    reader.join(timeout=30)
+    log = [json.loads(line) for line in lines if line.startswith("{")]
     assert statuses == [200] * requests  # every accepted request answered: none lost
     assert after == "ConnectionRefusedError"
     assert exit_code == 0
