@@ -5,12 +5,14 @@ The same command on a GPU machine:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cola.config import ROOT, compose_params
@@ -70,14 +72,19 @@ def test_ddp_on_two_cpu_processes_trains_and_only_rank_0_writes(tmp_path, cola_d
 
     sys.path.insert(0, str(project))  # the copy's modules are the ones under test; identical to ours
     try:
+        from cola.metrics import tune_threshold
         from cola.model import load_classifier, load_tokenizer, predict_proba
 
-        probs = predict_proba(
-            load_classifier(str(model_dir)),
-            load_tokenizer(str(model_dir)),
-            ["the cat sat on the mat", "mat the on sat cat the"],
-            max_length=64,
-        )
+        model, tokenizer = load_classifier(str(model_dir)), load_tokenizer(str(model_dir))
+        probs = predict_proba(model, tokenizer, ["the cat sat on the mat", "mat the on sat cat the"], max_length=64)
+        validation = pd.read_parquet(project / "data" / "prepared" / "validation.parquet")
+        val_probs = predict_proba(model, tokenizer, list(validation["sentence"]), max_length=128)  # as train does
     finally:
         sys.path.remove(str(project))
     assert probs.shape == (2, 2) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+    # The tuned threshold is saved with the model (evaluate and the export read it from there): read back from
+    # config.json, it is the one that maximises the saved model's validation MCC, and the one the report names.
+    saved = json.loads((model_dir / "config.json").read_text())["decision_threshold"]
+    assert saved == tune_threshold(validation["label"].to_numpy(), val_probs)[0]
+    assert saved == json.loads((project / "reports" / "train" / "metrics.json").read_text())["decision_threshold"]
