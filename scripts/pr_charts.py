@@ -43,8 +43,11 @@ def num(value: float) -> str:
     return f"{value:.4f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
 
 
-def xychart(title: str, x_title: str, categories: list, y_title: str, series: list[Series]) -> str:
-    """A fenced ```mermaid block; all series must have one value per category."""
+def xychart(
+    title: str, x_title: str, categories: list, y_title: str, series: list[Series], horizontal: bool = False
+) -> str:
+    """A fenced ```mermaid block; all series must have one value per category. Horizontal: categories down the
+    side, where long names do not collide."""
     if not categories or not series:
         raise ChartError(f"chart {title!r}: nothing to draw")
     for s in series:
@@ -69,7 +72,7 @@ def xychart(title: str, x_title: str, categories: list, y_title: str, series: li
         "    xyChart:",
         f'      plotColorPalette: "{palette}"',
         "---",
-        "xychart-beta",
+        "xychart-beta horizontal" if horizontal else "xychart-beta",
         f'  title "{label(title)}"',
         f'  x-axis "{label(x_title)}" [{", ".join(f"{chr(34)}{label(c)}{chr(34)}" for c in categories)}]',
         f'  y-axis "{label(y_title)}" {num(round(low, 4))} --> {num(round(high + pad, 4))}',

@@ -303,7 +303,7 @@ def variants_chart(base: str) -> str | None:
     series = [charts.Series("this PR", [new[name]["mcc"] for name in names], charts.NEW_COLOUR, "bar")]
     if all(number((old.get(name) or {}).get("mcc")) is not None for name in names):
         series.append(charts.Series(base, [old[name]["mcc"] for name in names], charts.BASE_COLOUR))
-    return charts.xychart("Test MCC per exported variant", "variant", categories, "MCC", series)
+    return charts.xychart("Test MCC per exported variant", "variant", categories, "MCC", series, horizontal=True)
 
 
 def inline_charts(base: str) -> list[str]:

@@ -51,7 +51,9 @@ def test_bars_start_at_zero_and_a_line_overlays_them(tmp_path):
             charts.Series("this PR", [0.29, 0.287], charts.NEW_COLOUR, "bar"),
             charts.Series("main", [0.297, 0.309], charts.BASE_COLOUR),
         ],
+        horizontal=True,
     )
+    assert "xychart-beta horizontal\n" in block
     assert re.search(r'y-axis "MCC" 0 --> ', block)
     (drawn,) = render_markdown(block, tmp_path)
     assert drawn.plots == [("bar", charts.NEW_COLOUR, 2), ("line", charts.BASE_COLOUR, 2)]
