@@ -99,5 +99,6 @@ def pair_series(
     length = min(len(v) for _, v, _ in present)
     note = ""
     if len({len(v) for _, v, _ in present}) > 1:
-        note = f"{base_name} has {len(base or [])} points, {new_name} {len(new or [])}: the first {length} shown."
+        names = [label(name, MAX_SERIES) for name in (base_name, new_name)]
+        note = f"{names[0]} has {len(base or [])} points, {names[1]} {len(new or [])}: the first {length} shown."
     return [Series(n, v[:length], c) for n, v, c in present], length, note

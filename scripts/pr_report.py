@@ -128,8 +128,11 @@ def change(old: float | None, new: float | None, kind: str) -> str:
     return f"{(new - old) / abs(old):+.1%}" if old else MISSING
 
 
-def is_it_real(paired: str | None, evidence: dict[str, pb.Change] | str) -> tuple[str, str]:
-    """(95 % interval of the change, verdict) for a key row; evidence is the bootstrap or why there is none."""
+def is_it_real(
+    paired: str | None, evidence: dict[str, pb.Change] | str, old: float | None, new: float | None
+) -> tuple[str, str]:
+    """(95 % interval of the change, verdict) for a key row; evidence is the bootstrap or why there is none.
+    old/new: the row's metrics.json values, which the predictions must reproduce to speak for them."""
     if paired is None:
         return MISSING, MISSING
     if paired == "served":
@@ -137,6 +140,8 @@ def is_it_real(paired: str | None, evidence: dict[str, pb.Change] | str) -> tupl
     if isinstance(evidence, str):
         return evidence, MISSING
     found = evidence[paired]
+    if any(v is not None and abs(v - p) > 1e-4 for v, p in ((old, found.base), (new, found.new))):
+        return f"{PREDICTIONS} does not reproduce this figure (stale?): plain difference", MISSING
     return f"[{found.low:+.4f}, {found.high:+.4f}]", f"**{found.verdict}**"
 
 
@@ -151,7 +156,7 @@ def key_table(metrics: dict, base: str, evidence: dict[str, pb.Change] | str) ->
         values = metrics.get(path, {}).get(key, {})
         old, new = number(values.get("old")), number(values.get("new"))
         shown = [MISSING if v is None else form.format(v) for v in (old, new)]
-        interval, verdict = is_it_real(paired, evidence)
+        interval, verdict = is_it_real(paired, evidence, old, new)
         lines.append(f"| {label} | {shown[0]} | {shown[1]} | {change(old, new, kind)} | {interval} | {verdict} |")
     return "\n".join(lines)
 

@@ -23,7 +23,7 @@ SCRIPT = REPO_ROOT / "scripts" / "pr_report.py"
 # variants.json, and the benchmark's metrics.json (headline built by the real cola.benchmark.headline), variants.json
 # and run.json. FAKE_CPU sets the machine the benchmark "ran" on; FAKE_BENCHMARK=old writes the format the benchmark
 # had before the headline and variants.json (no run.json); FAKE_PREDICTIONS=none writes no predictions.csv (as
-# before the evaluate stage kept them).
+# before the evaluate stage kept them); FAKE_METRICS=stale moves metrics.json's MCC away from the predictions.
 STAGE = """\
 import json
 import os
@@ -44,7 +44,8 @@ if os.environ.get("FAKE_PREDICTIONS") != "none":
     pd.DataFrame({"sentence": [f"sentence {i}, quoted" for i in range(300)], "label": labels, "pred": preds,
                   "prob_acceptable": [0.9 if y else 0.1 for y in preds]}).to_csv(
         "reports/evaluate/predictions.csv", index=False)
-json.dump({"mcc": matthews_corrcoef(labels, preds), "accuracy": accuracy_score(labels, preds),
+stale = 0.05 if os.environ.get("FAKE_METRICS") == "stale" else 0  # metrics.json no longer from these predictions
+json.dump({"mcc": matthews_corrcoef(labels, preds) + stale, "accuracy": accuracy_score(labels, preds),
            "f1_macro": f1_score(labels, preds, average="macro")}, open("reports/evaluate/metrics.json", "w"))
 variants = {"fp32": {"mcc": round(0.40 + lr * 5, 4), "size_mb": 86.0},
             "int8": {"mcc": round(0.40 + lr * 5, 4), "size_mb": 22.04}}
@@ -263,6 +264,16 @@ def test_a_revision_without_predictions_shows_the_plain_difference(make_runs):
     assert f"| Test MCC (evaluate) | 0.5774 | 0.7826 | +0.2052 | {note} | — |" in top
     assert f"| Test accuracy (evaluate) | 0.8000 | 0.9000 | +0.1000 | {note} | — |" in top
     assert BOOTSTRAP_NOTE not in top and "better" not in top
+
+
+def test_predictions_that_do_not_reproduce_the_metric_are_not_used_for_it(make_runs):
+    repo = make_runs(pr_env={"FAKE_METRICS": "stale"})
+    result = report(repo, "--base", "main", "--no-plots")
+    assert result.returncode == 0, result.stderr
+    top = top_of((repo / "report.md").read_text())
+    note = "reports/evaluate/predictions.csv does not reproduce this figure (stale?): plain difference"
+    assert f"| Test MCC (evaluate) | 0.5774 | 0.8326 | +0.2552 | {note} | — |" in top
+    assert "| Test accuracy (evaluate) | 0.8000 | 0.9000 | +0.1000 | [+0.0667, +0.1333] | **better** |" in top
 
 
 def test_charts_render(make_runs, tmp_path):
