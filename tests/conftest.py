@@ -86,6 +86,7 @@ TIERS: dict[str, tuple[dict[str, object], str]] = {
     ),
     "moto": ({"moto_server": lambda: _program("moto_server")}, PIP_DEV),
     "actionlint": ({"actionlint": lambda: _program("actionlint")}, PIP_DEV),
+    "shellcheck": ({"shellcheck": lambda: _program("shellcheck")}, "install: sudo apt-get install shellcheck"),
     "awslambdaric": ({"awslambdaric": lambda: _module("awslambdaric")}, PIP_DEV),
     "mermaid": (  # the Mermaid CLI renders the PR comment's charts with the system Chromium (.ci/mermaid/)
         {
@@ -115,6 +116,7 @@ PREFIX_TIERS = {
     "tests/aws/test_pr_charts.py": ["mermaid"],
     "tests/aws/test_workflow_runs.py": ["dvc", "moto"],
     "tests/aws/test_workflows.py::test_actionlint": ["actionlint"],
+    "tests/aws/test_workflows.py::test_actionlint_runs_shellcheck": ["shellcheck"],
     "tests/monitoring/test_cloudwatch.py": ["moto"],
     "tests/monitoring/test_prometheus.py": ["prometheus"],
     "tests/serving/test_lambda.py::test_real_runtime_client": ["awslambdaric"],

@@ -47,7 +47,7 @@ def scripts(workflow: dict) -> str:
 
 def test_actionlint_passes():
     files = sorted(WORKFLOWS.glob("*.yml"))
-    assert [f.name for f in files] == ["ci.yml", "deploy.yml", "pr-report.yml", "promote.yml"]
+    assert [f.name for f in files] == ["ci.yml", "deploy.yml", "mutation.yml", "pr-report.yml", "promote.yml"]
     result = subprocess.run([actionlint(), "-no-color", *map(str, files)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -64,7 +64,7 @@ def test_actionlint_catches_a_broken_workflow(tmp_path):
     assert result.returncode == 1 and "shaa" in result.stdout
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "pr-report.yml", "deploy.yml", "promote.yml"])
+@pytest.mark.parametrize("name", ["ci.yml", "pr-report.yml", "deploy.yml", "promote.yml", "mutation.yml"])
 def test_third_party_actions_are_pinned_to_commits(name):
     for step in steps(load(name)):
         if "uses" not in step:
@@ -75,8 +75,7 @@ def test_third_party_actions_are_pinned_to_commits(name):
         assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{name}: {step['uses']} is not pinned to a commit SHA"
 
 
-@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed (apt-get install shellcheck)")
-def test_actionlint_runs_shellcheck_on_run_steps(tmp_path):
+def test_actionlint_runs_shellcheck_on_run_steps(tmp_path):  # shellcheck tier (tests/conftest.py)
     """With shellcheck on PATH, actionlint flags an unquoted $(...) (SC2046); the real workflows pass above."""
     broken = (
         (WORKFLOWS / "pr-report.yml")
@@ -196,7 +195,18 @@ def test_a_prod_stage_tag_dispatches_the_deploy_on_main():
     assert "gh workflow run deploy.yml" in run and "--ref main" in run and "configure-aws-credentials" not in str(job)
 
 
-@pytest.mark.parametrize("name", ["pr-report.yml", "deploy.yml", "promote.yml"])
+def test_mutation_testing_runs_weekly_and_on_demand_with_read_only_access():
+    mutation = load("mutation.yml")
+    assert set(mutation["on"]) == {"schedule", "workflow_dispatch"}
+    assert [entry["cron"] for entry in mutation["on"]["schedule"]] == ["17 4 * * 1"]  # weekly
+    assert mutation["permissions"] == {"contents": "read"}
+    run = scripts(mutation)
+    assert "make setup-dev" in run and "make mutation" in run and "$GITHUB_STEP_SUMMARY" in run
+    pins = {s["uses"] for s in steps(mutation) if "uses" in s}
+    assert pins <= {s["uses"] for s in steps(load("ci.yml")) if "uses" in s}  # the same pinned actions as ci
+
+
+@pytest.mark.parametrize("name", ["pr-report.yml", "deploy.yml", "promote.yml", "mutation.yml"])
 def test_workflow_hygiene(name):
     workflow = load(name)
     assert workflow["defaults"]["run"]["shell"] == "bash"  # -eo pipefail
