@@ -61,6 +61,7 @@ tool_venv() {
 }
 tool_venv sam aws-sam-cli==1.170.0 cfn-lint==1.58.0
 tool_venv checkov checkov==3.3.30
+tool_venv cosmic-ray cosmic-ray==8.7.0  # make mutation (mutation.toml): its own venv keeps SQLAlchemy & co. apart
 
 # Mermaid CLI (tests/aws/test_pr_charts.py renders the PR comment's charts), pinned with its lock in .ci/mermaid/.
 # It drives the system Chromium (.ci/mermaid/puppeteer.json): PUPPETEER_SKIP_DOWNLOAD, never a browser download.
