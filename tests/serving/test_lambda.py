@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from app.predictor import BundlePredictor
 from cola.config import ROOT
 from tests.serving.conftest import serve_env
+from tests.serving.labels import assert_labels_follow_the_threshold
 from tests.serving.lambda_runtime import LambdaRuntimeAPI
 
 EVENTS = Path(__file__).with_name("events")
@@ -70,15 +72,24 @@ def test_a_request_the_function_cannot_finish_in_time_is_a_504_not_a_timeout(lam
 
 def test_direct_invocation_like_the_original_project(lambda_module):
     body = lambda_module.handler({"sentence": "The cat sat on the mat."}, Context())
-    assert body["predictions"][0]["label"] in ("acceptable", "unacceptable")
+    assert_labels_follow_the_threshold(lambda_module.predictor, body["predictions"])
     many = lambda_module.handler({"text": ["One.", "Two."]}, Context())
     assert len(many["predictions"]) == 2
+    assert_labels_follow_the_threshold(lambda_module.predictor, many["predictions"])
 
 
-@pytest.mark.parametrize("event", [{"sentence": ""}, {"sentence": 5}, {"hello": "world"}, ["a list"]])
-def test_bad_direct_invocations_are_answered_not_raised(lambda_module, event):
+@pytest.mark.parametrize(
+    "event, status, error",
+    [
+        ({"sentence": ""}, 422, "empty_text"),  # the right shape, a value the input policy refuses: as over HTTP
+        ({"sentence": 5}, 422, "invalid_text"),
+        ({"hello": "world"}, 400, "invalid_event"),  # not an event this function takes
+        (["a list"], 400, "invalid_event"),
+    ],
+)
+def test_bad_direct_invocations_are_answered_not_raised(lambda_module, event, status, error):
     answer = lambda_module.handler(event, Context())
-    assert answer["statusCode"] in (400, 422) and answer["message"]
+    assert answer["statusCode"] == status and answer["error"] == error and answer["message"]
 
 
 def test_emf_records_on_lambda(lambda_module, capsys):
@@ -107,7 +118,8 @@ def test_real_runtime_client_on_the_host(tiny_bundle):
         )  # fmt: skip
         try:
             kind, direct = runtime.invoke({"sentence": "The cat sat on the mat."})
-            assert kind == "response" and direct["predictions"][0]["label"] in ("acceptable", "unacceptable")
+            assert kind == "response"
+            assert_labels_follow_the_threshold(BundlePredictor(tiny_bundle), direct["predictions"])
             kind, http = runtime.invoke(load_event("apigw_rest_v1.json"))
             assert kind == "response" and http["statusCode"] == 200
             assert len(json.loads(http["body"])["predictions"]) == 2

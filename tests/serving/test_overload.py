@@ -17,13 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import httpx
-import numpy as np
 import pytest
 
 from app.main import create_app
 from cola.config import ROOT
 from tests.net import free_port
 from tests.serving.conftest import serve_env, wait_ready
+from tests.serving.labels import assert_labels_follow_the_threshold
 
 
 class Gate:
@@ -130,12 +130,6 @@ def test_an_idle_server_answers_a_request_over_the_budget_and_a_busy_one_refuses
         and busy.json()["error"] == "overloaded"
         and "over the 0 ms budget" in busy.json()["message"]
     )
-
-
-def assert_labels_follow_the_threshold(predictor, predictions: list[dict]) -> None:
-    """Each label is the bundle's decision on its own probabilities (threshold, not argmax)."""
-    probs = np.array([[p["probabilities"][label] for label in predictor.labels] for p in predictions])
-    assert [p["label"] for p in predictions] == [predictor.labels[i] for i in predictor.decide(probs)]
 
 
 def test_past_the_deadline_is_a_504_and_the_queued_work_is_dropped(predictor, settings, gated):
