@@ -120,6 +120,37 @@ def process(args, log: Path, env=None):
             proc.kill()
 
 
+def owns_listener(proc: subprocess.Popen, port: int) -> bool:
+    """`proc` itself (not whatever else may hold the port) listens on 127.0.0.1:`port`."""
+    import psutil  # installed with dvc
+
+    try:
+        sockets = psutil.Process(proc.pid).net_connections(kind="tcp")
+    except psutil.NoSuchProcess:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in sockets)
+
+
+@contextmanager
+def listening(args_for, log: Path, env=None, attempts: int = 3):
+    """Start `args_for(port)` on a free port and yield the port once that very process listens on it. A port is
+    free when picked, but another process may take it before ours binds: ours then exits, and it is started again
+    on another port (not a retry of a failure: nothing of ours ran on the taken port)."""
+    for _ in range(attempts):
+        port = free_port()
+        with process(args_for(port), log, env) as proc:
+            outcome = wait_for(
+                f"{args_for(port)[0]} to listen on {port}",
+                lambda proc=proc, port=port: "exited" if proc.poll() is not None else owns_listener(proc, port),
+            )
+            if outcome is True:
+                yield port
+                return
+        if "address already in use" not in log.read_text():
+            pytest.fail(f"{args_for(port)[0]} exited: {log.read_text()[-2000:]}")
+    pytest.fail(f"{args_for(0)[0]}: {attempts} free ports taken before it could bind them")
+
+
 def fast_rules(path: Path) -> Path:
     """The shipped rules with every `for:` set to 0s, so a test sees them fire in seconds (expressions unchanged)."""
     rules = yaml.safe_load((MONITORING / "rules" / "cola.yml").read_text())
@@ -134,70 +165,40 @@ def fast_rules(path: Path) -> Path:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_live_stack_fires_confidence_collapse_for_a_random_model(tiny_bundle, tmp_path):
-    api, prom, am = free_port(), free_port(), free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(fast_rules(tmp_path / "rules.yml"))],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am}"]}]}]},
-        "scrape_configs": [{"job_name": "cola-api", "static_configs": [{"targets": [f"127.0.0.1:{api}"]}]}],
-    }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     app_env = {**os.environ, "COLA_BUNDLE_DIR": str(tiny_bundle)}
     app_log = tmp_path / "app.jsonl"
     with (
-        process([sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(api)], app_log, app_env),
-        process(
-            [
+        listening(
+            lambda port: [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)], app_log, app_env
+        ) as api,
+        listening(
+            lambda port: [
                 require("prometheus-alertmanager"),
                 f"--config.file={MONITORING / 'alertmanager.yml'}",
                 f"--storage.path={tmp_path / 'am'}",
-                f"--web.listen-address=127.0.0.1:{am}",
+                f"--web.listen-address=127.0.0.1:{port}",
                 "--cluster.listen-address=",
             ],
             tmp_path / "alertmanager.log",
-        ),
-        process(
-            [
+        ) as am,
+    ):
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(fast_rules(tmp_path / "rules.yml"))],
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am}"]}]}]},
+            "scrape_configs": [{"job_name": "cola-api", "static_configs": [{"targets": [f"127.0.0.1:{api}"]}]}],
+        }
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        with listening(
+            lambda port: [
                 require("prometheus"),
                 f"--config.file={tmp_path / 'prometheus.yml'}",
                 f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{prom}",
+                f"--web.listen-address=127.0.0.1:{port}",
             ],
             tmp_path / "prometheus.log",
-        ),
-    ):
-        wait_for("the app to be ready", lambda: get_json(f"http://127.0.0.1:{api}/ready")["status"] == "ready")
-        wait_for(
-            "Prometheus to scrape the app",
-            lambda: any(
-                t["health"] == "up"
-                for t in get_json(f"http://127.0.0.1:{prom}/api/v1/targets")["data"]["activeTargets"]
-            ),
-        )
-
-        sentences = streams.streams()["replay"][:240]
-        for i in range(0, len(sentences), 40):  # 6 requests of 40 sentences: a random model is ~50% confident
-            body = json.dumps({"text": sentences[i : i + 40]}).encode()
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{api}/predict", body, {"Content-Type": "application/json"}
-            )
-            with urllib.request.urlopen(request, timeout=30) as response:
-                assert response.status == 200
-
-        def firing():
-            alerts = get_json(f"http://127.0.0.1:{prom}/api/v1/alerts")["data"]["alerts"]
-            return {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
-
-        names = wait_for("ColaConfidenceCollapse to fire", lambda: "ColaConfidenceCollapse" in firing() and firing())
-        assert "ColaHighErrorRate" not in names and "ColaApiDown" not in names
-        received = wait_for(
-            "Alertmanager to receive the alert",
-            lambda: (
-                {a["labels"]["alertname"] for a in get_json(f"http://127.0.0.1:{am}/api/v2/alerts")}
-                & {"ColaConfidenceCollapse"}
-            ),
-        )
-        assert received == {"ColaConfidenceCollapse"}
+        ) as prom:
+            run_stack(api, prom, am)
 
     # The app's own log lines are what the drift monitor reads.
     records = monitoring.read_log_file(app_log)
@@ -205,3 +206,36 @@ def test_live_stack_fires_confidence_collapse_for_a_random_model(tiny_bundle, tm
         json.loads((tiny_bundle / "manifest.json").read_text())["version"]
     }
     assert all("text" not in r for r in records)  # raw text is off by default
+
+
+def run_stack(api: int, prom: int, am: int) -> None:
+    """Predictions through the app until Prometheus fires ColaConfidenceCollapse and Alertmanager has it."""
+    wait_for("the app to be ready", lambda: get_json(f"http://127.0.0.1:{api}/ready")["status"] == "ready")
+    wait_for(
+        "Prometheus to scrape the app",
+        lambda: any(
+            t["health"] == "up" for t in get_json(f"http://127.0.0.1:{prom}/api/v1/targets")["data"]["activeTargets"]
+        ),
+    )
+
+    sentences = streams.streams()["replay"][:240]
+    for i in range(0, len(sentences), 40):  # 6 requests of 40 sentences: a random model is ~50% confident
+        body = json.dumps({"text": sentences[i : i + 40]}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{api}/predict", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+
+    def firing():
+        alerts = get_json(f"http://127.0.0.1:{prom}/api/v1/alerts")["data"]["alerts"]
+        return {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
+
+    names = wait_for("ColaConfidenceCollapse to fire", lambda: "ColaConfidenceCollapse" in firing() and firing())
+    assert "ColaHighErrorRate" not in names and "ColaApiDown" not in names
+    received = wait_for(
+        "Alertmanager to receive the alert",
+        lambda: (
+            {a["labels"]["alertname"] for a in get_json(f"http://127.0.0.1:{am}/api/v2/alerts")}
+            & {"ColaConfidenceCollapse"}
+        ),
+    )
+    assert received == {"ColaConfidenceCollapse"}
