@@ -9,16 +9,21 @@ from cola import drift
 THRESHOLDS = OmegaConf.create(
     dict(psi=0.2, ks=0.15, label_p_value=0.001, label_shift=0.1, unk_rate_shift=0.01, upper_ratio_shift=0.3)
 )
-rng = np.random.default_rng(0)
 
 
-def test_psi_is_near_zero_for_the_same_distribution_and_large_for_a_shift():
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """Per test, seeded: each test draws the same numbers whichever tests run before it (-k, -x, reordering)."""
+    return np.random.default_rng(0)
+
+
+def test_psi_is_near_zero_for_the_same_distribution_and_large_for_a_shift(rng):
     reference = rng.normal(40, 20, 8000)
     assert drift.psi(reference, rng.normal(40, 20, 1000)) < 0.05
     assert drift.psi(reference, rng.normal(80, 20, 1000)) > 1.0
 
 
-def test_psi_handles_integer_data_with_repeated_quantiles_and_values_outside_the_reference():
+def test_psi_handles_integer_data_with_repeated_quantiles_and_values_outside_the_reference(rng):
     reference = rng.integers(5, 15, 5000).astype(float)  # many quantiles coincide
     assert len(drift.quantile_edges(reference, 10)) < 10
     same = drift.psi(reference, rng.integers(5, 15, 1000).astype(float))
@@ -26,7 +31,7 @@ def test_psi_handles_integer_data_with_repeated_quantiles_and_values_outside_the
     assert same < 0.05 and np.isfinite(beyond) and beyond > 2
 
 
-def test_ks_statistic_measures_the_gap_between_distributions():
+def test_ks_statistic_measures_the_gap_between_distributions(rng):
     d_same, p_same = drift.ks(rng.uniform(0, 1, 2000), rng.uniform(0, 1, 2000))
     d_apart, p_apart = drift.ks(rng.uniform(0, 1, 2000), rng.uniform(0.5, 1.5, 2000))
     assert d_same < 0.06 and p_same > 0.001
@@ -40,7 +45,7 @@ def test_label_chi_square():
     assert drift.label_chi_square(np.array([0, 100]), np.array([0, 50])) == (0.0, 1.0)  # one label only
 
 
-def synthetic(n, length_mean=40.0, acceptable=0.7, confidence=0.85, unk=0.0, upper=0.0):
+def synthetic(rng, n, length_mean=40.0, acceptable=0.7, confidence=0.85, unk=0.0, upper=0.0):
     chars = rng.normal(length_mean, 15, n).clip(5)
     tokens = np.round(chars / 3.6) + 2
     return {
@@ -58,8 +63,8 @@ def alerted(checks):
     return {(c.feature, c.statistic) for c in checks if c.alert}
 
 
-def test_compare_raises_no_alert_for_a_sample_of_the_reference():
-    figures, checks = drift.compare(synthetic(8000), synthetic(1000), THRESHOLDS)
+def test_compare_raises_no_alert_for_a_sample_of_the_reference(rng):
+    figures, checks = drift.compare(synthetic(rng, 8000), synthetic(rng, 1000), THRESHOLDS)
     assert alerted(checks) == set()
     assert {c.feature for c in checks} == set(drift.FEATURES)
     assert figures["predicted_label"]["p_value"] > 0.001
@@ -79,20 +84,20 @@ def test_compare_raises_no_alert_for_a_sample_of_the_reference():
         ({"upper": 1.0}, {("upper_ratio", "mean_shift")}),
     ],
 )
-def test_compare_alerts_on_exactly_the_shifted_feature(change, expected):
-    _, checks = drift.compare(synthetic(8000), synthetic(1000, **change), THRESHOLDS)
+def test_compare_alerts_on_exactly_the_shifted_feature(rng, change, expected):
+    _, checks = drift.compare(synthetic(rng, 8000), synthetic(rng, 1000, **change), THRESHOLDS)
     assert alerted(checks) == expected
 
 
-def test_a_significant_but_small_label_shift_does_not_alert():
-    reference, live = synthetic(100_000, acceptable=0.70), synthetic(100_000, acceptable=0.73)
+def test_a_significant_but_small_label_shift_does_not_alert(rng):
+    reference, live = synthetic(rng, 100_000, acceptable=0.70), synthetic(rng, 100_000, acceptable=0.73)
     figures, checks = drift.compare(reference, live, THRESHOLDS)
     assert figures["predicted_label"]["p_value"] < 0.001  # significant at this sample size...
     assert ("predicted_label", "acceptable_share_shift") not in alerted(checks)  # ...but too small to matter
 
 
-def test_features_missing_on_either_side_are_skipped():
-    live = synthetic(500)
+def test_features_missing_on_either_side_are_skipped(rng):
+    live = synthetic(rng, 500)
     del live["upper_ratio"]
-    _, checks = drift.compare(synthetic(2000), live, THRESHOLDS)
+    _, checks = drift.compare(synthetic(rng, 2000), live, THRESHOLDS)
     assert "upper_ratio" not in {c.feature for c in checks}
