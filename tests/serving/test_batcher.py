@@ -166,21 +166,38 @@ def test_estimated_wait_over_the_budget_is_refused():
 
 def test_a_wait_exactly_at_the_budget_is_admitted_and_one_token_more_is_refused():
     model = GatedModel()
-    batcher = batcher_for(model, queue_budget_s=0.5)
+    batcher = batcher_for(model, queue_budget_s=2.0)
 
     async def scenario():
-        running = batcher.submit(encoded("yes", tokens=40))
+        running = batcher.submit(encoded("yes", tokens=150))
         await started(model)
-        batcher.tokens_per_s = 100.0  # as if measured: 40 running tokens = 0.4 s
-        at_budget = batcher.submit(encoded("no", tokens=10))  # (40 + 10) / 100 = 0.5 s: the budget, not over it
+        batcher.tokens_per_s = 100.0  # as if measured: 150 running tokens = 1.5 s
+        at_budget = batcher.submit(encoded("no", tokens=50))  # (150 + 50) / 100 = 2.0 s: the budget, not over it
         with pytest.raises(Overloaded) as refused:
-            batcher.submit(encoded("no", tokens=1))  # (40 + 10 + 1) / 100 = 0.51 s
+            batcher.submit(encoded("no", tokens=1))  # (150 + 50 + 1) / 100 = 2.01 s
         model.gate.set()
         await asyncio.gather(running.future, at_budget.future)
         return refused.value
 
-    assert asyncio.run(scenario()).reason == "queue_budget"
+    refused = asyncio.run(scenario())
+    assert refused.reason == "queue_budget"
+    assert "in about 2010 ms, over the 2000 ms budget" in refused.message and refused.retry_after_s == 2
     assert model.calls == [[1], [0]]
+
+
+def test_before_any_rate_is_measured_a_busy_batcher_still_admits():
+    # no model call has ended yet, so there is no estimate to refuse on: the token limit alone bounds the queue
+    model = GatedModel()
+    batcher = batcher_for(model, queue_budget_s=0.001)
+
+    async def scenario():
+        running = batcher.submit(encoded("yes"))
+        await started(model)
+        queued = batcher.submit(encoded("no"))  # busy, yet admitted: nothing says it would wait past the budget
+        model.gate.set()
+        return await asyncio.gather(running.future, queued.future)
+
+    assert [rows.tolist() for rows in asyncio.run(scenario())] == [[[0.0, 1.0]], [[1.0, 0.0]]]
 
 
 def test_an_idle_batcher_admits_a_request_whose_own_time_passes_the_budget():
