@@ -200,6 +200,16 @@ def trained_bundle() -> Path:
     return TRAINED_BUNDLE
 
 
+@pytest.fixture  # per test, like trained_bundle
+def trained_test_split(trained_bundle) -> Path:
+    """The test split the trained model is judged on (data/prepared/test.parquet): part of the trained-model tier,
+    skipped and listed with it when absent."""
+    split = ROOT / "data" / "prepared" / "test.parquet"
+    if not split.is_file():
+        skip_tier(TRAINED_MODEL_TIER, [f"the test split {split}"], TRAINED_MODEL_HOW, required=False)
+    return split
+
+
 @pytest.fixture(scope="session")
 def cola_dir() -> Path:
     """The small CoLA-format fixture (always present; see tests/fixtures/make_cola_fixture.py)."""
