@@ -17,7 +17,7 @@ help:
 	@echo "make bench-serving  HTTP load benchmark of the serving app (needs wrk)"
 	@echo "make monitor    drift report: prediction logs vs the training data (reports/monitor/report.html)"
 	@echo "make lint       every pre-commit hook on every file (ruff, format, mypy, actionlint, shellcheck, ...)"
-	@echo "make mutation   mutation testing of the release gates and input guards (mutation.toml; ~1 h, writes docs/mutation.md)"
+	@echo "make mutation   mutation testing of the release gates and input guards (mutation.toml; hours: a pytest run per mutant)"
 
 setup:
 	$(PIP) install -r requirements.txt
