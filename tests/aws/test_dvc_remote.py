@@ -230,6 +230,7 @@ def test_raw_data_reaches_a_machine_without_the_source_through_s3(tmp_path, aws_
         text=True,
         env={**os.environ, "PYTHONPATH": str(clone)},
     )
-    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert again.returncode == 2 and "Traceback" not in again.stderr  # cola.config.run_main: one line, exit 2
+    assert len(again.stderr.strip().splitlines()) == 1, again.stderr
     assert f"data.local_dir {source} does not exist" in again.stderr
     assert snapshot(clone, ["data/raw"]) == snapshot(origin, ["data/raw"])
