@@ -64,6 +64,13 @@ def test_labels_with_surrounding_spaces_are_read_as_their_number(tmp_path):
     assert raw.train["label"].tolist()[:3] == [1, 0, 1] and raw.train["label"].dtype.kind == "i"
 
 
+def test_a_bad_label_message_shows_the_first_three_values_and_every_line(tmp_path):
+    make_dir(tmp_path, test_rows=["ok\t1", "a\tx", "b\ty", "c\tz", "d\tw"])
+    with pytest.raises(DataValidationError) as info:
+        load_raw(tmp_path)
+    assert "validation.tsv line 3, 4, 5, 6: label must be 0 or 1, got 'x', 'y', 'z'\n" in str(info.value) + "\n"
+
+
 def test_all_problems_are_reported_at_once(tmp_path):
     make_dir(tmp_path, test_rows=["ok\t1", "\t1", "fine\t7"])
     with pytest.raises(DataValidationError) as info:
@@ -122,6 +129,7 @@ def test_cleaning_removes_leakage_contradictions_and_duplicates():
     test = pd.DataFrame({"sentence": ["in test", "other", "other"], "label": [1, 0, 0]})
     cleaned, report = clean_train(train, test)
     assert sorted(cleaned["sentence"]) == ["dup", "unique"]
+    assert list(cleaned.columns) == ["sentence", "label"] and list(cleaned.index) == [0, 1]  # a fresh index
     assert report == {
         "train_rows_also_in_test": 1,
         "train_rows_with_conflicting_labels": 2,
