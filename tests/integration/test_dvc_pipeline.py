@@ -60,7 +60,9 @@ def default_stages(repo) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, cola_dir):
+def trained(tmp_path_factory, cola_dir):
+    """The project copy after its first `dvc repro`, everything committed; shared by the module's tests and never
+    changed by them: a test that edits, commits or runs anything gets its own copy (`repo`)."""
     repo = tmp_path_factory.mktemp("pipeline")
     for name in PROJECT:
         source, target = ROOT / name, repo / name
@@ -80,12 +82,24 @@ def repo(tmp_path_factory, cola_dir):
     run(repo, sys.executable, "-m", "stages.get_data")  # data/raw + data/raw.dvc, as on a fresh clone
     run(repo, "git", "add", "-A")
     run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
-    return repo
+    output = run(repo, "dvc", "repro")
+    run(repo, "git", "add", "-A")  # dvc.lock and the reports, as after `make pipeline` and a commit
+    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first repro")
+    return repo, output
 
 
-@pytest.fixture(scope="module")
-def first_repro(repo):
-    return run(repo, "dvc", "repro")
+@pytest.fixture
+def first_repro(trained) -> str:
+    return trained[1]
+
+
+@pytest.fixture
+def repo(trained, tmp_path):
+    """This test's own copy of the trained project (workspace, git history, DVC cache): a few seconds instead of a
+    new `dvc repro`, and nothing it does reaches another test."""
+    copy = tmp_path / "project"
+    shutil.copytree(trained[0], copy, symlinks=True)
+    return copy
 
 
 def test_first_repro_runs_every_stage_and_writes_outputs(repo, first_repro, cola_dir):
