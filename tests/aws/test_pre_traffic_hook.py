@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -91,15 +90,10 @@ class InvokeEndpoint:
 @pytest.fixture(scope="module")
 def app_handler(tiny_bundle):
     """The real Lambda entry point of the image, on the tests' tiny bundle (as tests/serving/test_lambda.py)."""
-    from tests.serving.test_lambda import Context
+    from tests.serving.test_lambda import Context, fresh_lambda_handler
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COLA_BUNDLE_DIR", str(tiny_bundle))
-        mp.setenv("AWS_LAMBDA_FUNCTION_NAME", "cola-serving")
-        sys.modules.pop("app.lambda_handler", None)
-        module = importlib.import_module("app.lambda_handler")
+    with fresh_lambda_handler(tiny_bundle, "cola-serving") as module:
         yield lambda event: module.handler(event, Context())
-        sys.modules.pop("app.lambda_handler", None)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ documentation), direct invocation, EMF records; and the real awslambdaric runtim
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import subprocess
@@ -36,14 +37,21 @@ class Context:
         return self.remaining_ms
 
 
-@pytest.fixture(scope="module")
-def lambda_module(tiny_bundle):
+@contextlib.contextmanager
+def fresh_lambda_handler(bundle: Path, function_name: str = "cola-classifier"):
+    """app.lambda_handler imported anew on `bundle`: it loads the bundle at import, as a Lambda container does."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COLA_BUNDLE_DIR", str(tiny_bundle))
-        mp.setenv("AWS_LAMBDA_FUNCTION_NAME", "cola-classifier")
+        mp.setenv("COLA_BUNDLE_DIR", str(bundle))
+        mp.setenv("AWS_LAMBDA_FUNCTION_NAME", function_name)
         sys.modules.pop("app.lambda_handler", None)
         yield importlib.import_module("app.lambda_handler")
         sys.modules.pop("app.lambda_handler", None)
+
+
+@pytest.fixture(scope="module")
+def lambda_module(tiny_bundle):
+    with fresh_lambda_handler(tiny_bundle) as module:
+        yield module
 
 
 @pytest.mark.parametrize("event_file,n", [("apigw_rest_v1.json", 2), ("http_api_v2.json", 1), ("function_url.json", 1)])
