@@ -7,6 +7,7 @@ import json
 import pytest
 
 from contract.logs import PREDICTION_FIELDS, TEXT_FIELD
+from tests.serving.labels import assert_labels_follow_the_threshold
 
 
 def metric(client, name: str) -> float:
@@ -21,7 +22,7 @@ def test_post_one_sentence(client, predictor):
     body = response.json()
     assert body["model_version"] == predictor.version
     (prediction,) = body["predictions"]
-    assert prediction["label"] in ("acceptable", "unacceptable")
+    assert_labels_follow_the_threshold(predictor, body["predictions"])
     assert set(prediction["probabilities"]) == {"acceptable", "unacceptable"}
     assert sum(prediction["probabilities"].values()) == pytest.approx(1, abs=1e-5)
     assert prediction["confidence"] == prediction["probabilities"][prediction["label"]]

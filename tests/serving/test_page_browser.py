@@ -26,19 +26,24 @@ def page():
         browser.close()
 
 
-def test_a_person_checks_sentences(page, live_server, tmp_path):
+def test_a_person_checks_sentences(page, live_server, predictor, tmp_path):
     page.goto(live_server + "/")
     assert page.title() == "Is this sentence acceptable English?"
-    page.fill("#sentences", "The cat sat on the mat.\n\nCat the on mat sat the.\n<b>not bold</b>")
+    texts = ["The cat sat on the mat.", "Cat the on mat sat the.", "<b>not bold</b>"]
+    page.fill("#sentences", f"{texts[0]}\n\n{texts[1]}\n{texts[2]}")
     page.click("#submit")
     page.wait_for_selector("#results:not([hidden])")
     rows = page.locator("#results tbody tr")
     assert rows.count() == 3  # the blank line is skipped
     assert rows.nth(0).locator("td").nth(0).inner_text() == "The cat sat on the mat."
     assert rows.nth(2).locator("td").nth(0).inner_text() == "<b>not bold</b>"  # shown as text, not HTML
-    for i in range(3):
-        assert rows.nth(i).locator("td").nth(1).inner_text() in ("acceptable", "unacceptable")
-        assert rows.nth(i).locator("td").nth(2).inner_text().endswith(" %")
+    # the shown verdict is the bundle's decision (its decision_threshold) on each sentence's probabilities, and
+    # the shown confidence is that label's probability
+    probs = predictor.predict_proba(texts)
+    for i, decided in enumerate(predictor.decide(probs)):
+        assert rows.nth(i).locator("td").nth(1).inner_text() == predictor.labels[decided]
+        shown = rows.nth(i).locator("td").nth(2).inner_text()
+        assert shown.endswith(" %") and float(shown[:-2]) == pytest.approx(100 * float(probs[i, decided]), abs=0.051)
     assert page.inner_text("#version").startswith("model ")
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     assert (tmp_path / "page.png").stat().st_size > 0
