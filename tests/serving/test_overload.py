@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -286,9 +287,13 @@ def test_draining_says_not_ready_and_refuses_new_work(predictor, settings, clien
     assert 'cola_rejected_total{reason="draining"} 1.0' in client.get("/metrics").text
 
 
-def in_flight(url: str) -> float:
+def scraped(url: str, name: str) -> float:
     with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
-        return metric(response.read().decode(), "cola_requests_in_flight")
+        return metric(response.read().decode(), name)
+
+
+def in_flight(url: str) -> float:
+    return scraped(url, "cola_requests_in_flight")
 
 
 def in_flight_requests(pool: ThreadPoolExecutor, url: str, texts: list[list[str]], limit_s: float = 60) -> list:
@@ -358,3 +363,71 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(tiny_bundle):
     events = [line["event"] for line in log]
     assert "draining" in events and events[-1] == "stopped"
     assert sum(1 for line in log if line["event"] == "prediction") == requests
+
+
+@pytest.mark.slow
+def test_a_client_that_closes_its_socket_while_queued_is_a_499_and_never_computed(tiny_bundle):
+    """test_nothing_is_computed_for_a_client_that_went_away over a real TCP connection to a real uvicorn server:
+    a client whose whole request was read and queued closes its socket; uvicorn reports the disconnect, the request
+    is a 499 (logged and counted, never a 5xx) and its sentences never reach the model. The model calls are held
+    (slow_server's hold mode), so each step waits for an event, not for time to pass."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.serving.slow_server", str(port), "hold"],
+        cwd=ROOT,  # one model call at a time, so the second request queues behind the held first one
+        env=serve_env(tiny_bundle, COLA_MODEL_CALLS="1", COLA_QUEUE_BUDGET_MS="60000", COLA_DEADLINE_MS="60000"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    held, gone = threading.Event(), threading.Event()
+
+    def read_output() -> None:
+        for line in server.stdout:
+            lines.append(line)
+            if line.startswith("held "):
+                held.set()
+            if line.startswith("{") and json.loads(line).get("status") == 499:  # logged once it is counted
+                gone.set()
+
+    reader = threading.Thread(target=read_output, daemon=True)
+    reader.start()
+    body = json.dumps({"text": ["Leaving now.", "Gone."]}).encode()
+    try:
+        wait_ready(url, server)
+        with ThreadPoolExecutor(1) as pool:
+            staying = pool.submit(post, url, ["Stays."])
+            assert held.wait(timeout=30), "the first request never reached the model"  # a hang guard
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as leaving:
+                leaving.sendall(
+                    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                end = time.monotonic() + 30  # a hang guard, not a speed assertion
+                while scraped(url, "cola_queued_tokens") == 0:  # read, parsed and queued behind the held call
+                    assert time.monotonic() < end, "the second request was never queued"
+                    time.sleep(0.02)
+            # the socket is closed: the client left while its request was queued
+            assert gone.wait(timeout=30), "the server never noticed the client leave"
+            status_499 = scraped(url, 'cola_requests_total{method="POST",route="/predict",status="499"}')
+            server.stdin.write("\n")  # let the held call finish
+            server.stdin.flush()
+            assert staying.result() == 200
+    finally:
+        server.stdin.close()  # releases any call still held, so the server can drain and stop
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    reader.join(timeout=30)
+    log = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [line for line in lines if line.startswith("held ")] == ["held 1\n"]  # only "Stays." reached the model
+    assert [line["reason"] for line in log if line["event"] == "rejected"] == ["client_gone"]
+    assert sum(line["event"] == "prediction" for line in log) == 1
+    predicts = [line for line in log if line["event"] == "request" and line["path"] == "/predict"]
+    assert sorted(line["status"] for line in predicts) == [200, 499]
+    assert status_499 == 1
