@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from contract.bundle import CONFIG, BundleError, softmax, verify_manifest
+from contract.bundle import CONFIG, MODEL_CARD, BundleError, softmax, verify_manifest
 from contract.features import count_tokens, unk_token_id
 
 THREADS_ENV = "COLA_ORT_THREADS"
@@ -87,8 +87,24 @@ class BundlePredictor:
                 f"{self.bundle_dir / CONFIG}: needs two labels and a decision_threshold in (0, 1), "
                 f"has {self.labels} and {self.threshold!r}: re-run `dvc repro export_onnx`"
             )
+        self.card = self._load_card(self.bundle_dir / MODEL_CARD) if MODEL_CARD in self.manifest["files"] else None
         self._load_tokenizer(self.bundle_dir / "tokenizer.json")
         self._load_session(self.bundle_dir / model_file, threads, config)
+
+    @staticmethod
+    def _load_card(path: Path) -> dict:
+        """The model card (GET /model). Its sha256 matched the manifest; it must still be a strict JSON object."""
+
+        def refuse(constant: str):  # NaN/Infinity: not JSON, and the answer could not be serialised
+            raise ValueError(constant)
+
+        try:
+            card = json.loads(path.read_text(), parse_constant=refuse)
+        except ValueError:
+            card = None
+        if not isinstance(card, dict):
+            raise BundleError(f"{path} is not a JSON object: re-run `dvc repro export_onnx`")
+        return card
 
     def _load_tokenizer(self, path: Path) -> None:
         self.tokenizer = Tokenizer.from_file(str(path))

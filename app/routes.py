@@ -1,5 +1,6 @@
-"""The routes: /predict (POST and GET), /health, /ready, /metrics, / (a small page). The work is done by the
-PredictionService in `app.state.service`; the documented schemas depend on the settings, hence a factory."""
+"""The routes: /predict (POST and GET), /health, /ready, /model (the bundle's model card), /metrics, / (a page).
+The work is done by the PredictionService in `app.state.service`; the documented schemas depend on the settings,
+hence a factory."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from app import pages
+from app.errors import error_response
 from app.inputs import SENTENCE_PATTERN, check_query, check_sentences, parse_body, request_schema
 from app.middleware import CLIENT_CLOSED
 from app.service import ClientGone, PredictionService
@@ -95,6 +97,18 @@ def build_router(settings: Settings) -> APIRouter:
         if service.draining:
             return JSONResponse({"status": "draining", "model_version": version}, status_code=503)
         return {"status": "ready", "model_version": version, "variant": service.predictor.variant}
+
+    @router.get(
+        "/model",
+        summary="The model card: what the served model is, its data, test metrics and limits",
+        responses={404: {"model": ErrorResponse}},
+    )
+    async def model_card(request: Request, service: Service):
+        """The bundle's model_card.json (contract/bundle.py), checked against its manifest when the bundle loaded."""
+        if service.predictor.card is None:
+            message = "the served bundle has no model card (exported before cards): re-run `dvc repro export_onnx`"
+            return error_response(request, 404, "no_model_card", message)
+        return service.predictor.card
 
     if settings.expose_metrics:  # else 404; the image serves them on COLA_METRICS_PORT (app/__main__.py)
 

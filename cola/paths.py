@@ -28,6 +28,9 @@ PREPARED_SUMMARY = PREPARED_DIR / "summary.json"
 REFERENCE_DIR = ROOT / "data" / "reference"
 REFERENCE_STATS = REFERENCE_DIR / "stats.json"  # the training data's statistics, the monitoring reference
 
+# The behavioural test set (cola/behaviour.py): minimal pairs written for this project, committed to git
+MINIMAL_PAIRS = ROOT / "data" / "minimal_pairs.tsv"
+
 # Model and serving artifacts
 MODEL_DIR = ROOT / "models" / "model"
 ONNX_DIR = ROOT / "artifacts" / "onnx"
@@ -36,6 +39,8 @@ BUNDLE_DIR = ROOT / "artifacts" / "bundle"
 # Reports, one folder per stage (committed to git)
 REPORTS_DIR = ROOT / "reports"
 TRAIN_REPORT_DIR = REPORTS_DIR / "train"
+TRAIN_PARAMS = TRAIN_REPORT_DIR / "params.yaml"  # DVCLive's record of the training parameters
+TRAIN_METRICS = TRAIN_REPORT_DIR / "metrics.json"
 EVALUATE_REPORT_DIR = REPORTS_DIR / "evaluate"
 EVALUATE_METRICS = EVALUATE_REPORT_DIR / "metrics.json"
 EXPORT_REPORT_DIR = REPORTS_DIR / "export"

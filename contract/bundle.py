@@ -8,6 +8,11 @@ Layout (every file listed in manifest.json with its sha256):
                       "optimized_by_onnxruntime": version (present when the export pre-optimised the graph),
                       "decision_threshold": float (label "acceptable" when its probability is >= this; 0.5 =
                       argmax; absent in older bundles = 0.5)}
+    model_card.json  what the model is: purpose, base model and licence, data, training, test metrics with
+                     intervals, decision threshold, served variant, behavioural checks, known limits
+                     (written by cola/model_card.py)
+    model_card.md    the same card for people (both written last, by a stage that has served the finished bundle;
+                     bundles exported before cards have neither)
     manifest.json    {"version": str, "files": {name: sha256}, "params": {...}, "metrics": {...}}
 
 This module must stay importable without torch or transformers: the app and the Lambda image use it.
@@ -23,6 +28,8 @@ import numpy as np
 
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
+MODEL_CARD = "model_card.json"
+MODEL_CARD_MD = "model_card.md"
 
 
 class BundleError(RuntimeError):

@@ -6,12 +6,13 @@ On top, for a 30-second read: a table of the key figures, base → this PR — t
 (evaluate), the served model's MCC and size (export), its p50 latency at the smallest batch size with the same-run
 speedups over PyTorch eager and pad-to-128, and its cold start (benchmark headline) — with, for the test metrics,
 the 95 % interval of the change from a paired bootstrap over both revisions' committed per-sentence predictions
-(scripts/paired_bootstrap.py) and a verdict (better / worse / within noise); and a warning when the timings come
+(cola/bootstrap.py) and a verdict (better / worse / within noise); and a warning when the timings come
 from a different machine than the base's (the benchmark's fingerprints differ). Below, collapsed: Mermaid charts
 GitHub draws inline (validation MCC and loss per epoch, served vs PyTorch latency and throughput per batch size,
 MCC of each ONNX variant; scripts/pr_charts.py), parameter changes (`dvc params diff --md`), every metric change
-(`dvc metrics diff --md`), every plot declared in dvc.yaml rendered to PNG for both revisions (DVC's own Vega-Lite
-templates, rendered offline by vl-convert) and DVC's warnings.
+(`dvc metrics diff --md`), what changed in the model card (reports/export/model_card.json), every plot declared in
+dvc.yaml rendered to PNG for both revisions (DVC's own Vega-Lite templates, rendered offline by vl-convert) and
+DVC's warnings.
 Images go next to the report and are linked relatively, which is how `cml comment update` finds and uploads them.
 Run it from the repository root after `dvc repro`. A figure missing in a revision (no benchmark yet, an older
 format) shows as "—".
@@ -29,10 +30,10 @@ from pathlib import Path
 # Paths are defined once (cola/paths.py), and the benchmark's file and key names in the module that writes them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cola import benchmark as bench  # noqa: E402
+from cola import bootstrap as pb  # noqa: E402
 from cola import paths  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import paired_bootstrap as pb  # noqa: E402
 import pr_charts as charts  # noqa: E402
 
 EVALUATE_METRICS = paths.EVALUATE_METRICS.relative_to(paths.ROOT).as_posix()  # test metrics at the top level
@@ -42,6 +43,7 @@ BENCHMARK_METRICS = f"{BENCHMARK_DIR}/{bench.METRICS_JSON}"
 BENCHMARK_RUN = f"{BENCHMARK_DIR}/{bench.RUN_JSON}"
 BENCHMARK_VARIANTS = f"{BENCHMARK_DIR}/{bench.VARIANTS_JSON}"
 EXPORT_VARIANTS = paths.EXPORT_METRICS.with_name("variants.json").relative_to(paths.ROOT).as_posix()
+MODEL_CARD = paths.EXPORT_METRICS.with_name("model_card.json").relative_to(paths.ROOT).as_posix()  # the bundle's card
 PREDICTIONS = (paths.EVALUATE_REPORT_DIR / "predictions.csv").relative_to(paths.ROOT).as_posix()
 TRAIN_CURVES = (paths.TRAIN_REPORT_DIR / "plots" / "metrics" / "val").relative_to(paths.ROOT).as_posix()  # DVCLive
 PARAMS = "params.yaml"
@@ -337,6 +339,36 @@ def inline_charts(base: str) -> list[str]:
     return blocks
 
 
+def flatten(value, prefix: str = "") -> dict[str, object]:
+    """{"a": {"b": 1}, "c": [x, y]} -> {"a.b": 1, "c": [x, y]}: lists (labels, limits) stay one value."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    found: dict[str, object] = {}
+    for key, inner in value.items():
+        found |= flatten(inner, f"{prefix}.{key}" if prefix else str(key))
+    return found
+
+
+def card_changes(base: str) -> tuple[int, str]:
+    """The model card's fields that differ between the base and this PR (reports/export/model_card.json, the copy
+    of the bundle's card), as a markdown table: (number of changed fields, markdown)."""
+    old, new = revision_json(base, MODEL_CARD), revision_json(None, MODEL_CARD)
+    if new is None:
+        return 0, f"_No model card in this PR ({MODEL_CARD})._"
+    if old is None:
+        return 0, f"_The base has no model card: the whole card is new ({MODEL_CARD})._"
+    before, after = flatten(old), flatten(new)
+
+    def shown(value) -> str:
+        text = MISSING if value is None else json.dumps(value) if isinstance(value, list) else str(value)
+        return text.replace("|", "\\|")
+
+    changed = [k for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
+    rows = [f"| `{key}` | {shown(before.get(key))} | {shown(after.get(key))} |" for key in changed]
+    table = "\n".join(["| field | base | this PR |", "|---|---|---|", *rows])
+    return len(changed), table if rows else "_The model card is unchanged._"
+
+
 def details(summary: str, body: str) -> str:
     """A collapsed section; the blank lines let GitHub render the markdown inside."""
     return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
@@ -382,6 +414,7 @@ def build_report(base: str, out: Path, with_plots: bool = True) -> str:
     top += [note for note in (significance_note(evidence), machine_note(base)) if note]
 
     n_params, n_metrics = table_rows(params_md), table_rows(metrics_md)
+    n_card, card_md = card_changes(base)
     blocks = inline_charts(base)
     sections = [
         details(
@@ -390,6 +423,7 @@ def build_report(base: str, out: Path, with_plots: bool = True) -> str:
         ),
         details(f"Parameters changed ({n_params})", params_md if n_params else "_No parameter changes._"),
         details(f"All metric changes ({n_metrics})", metrics_md if n_metrics else "_No metric changed._"),
+        details(f"Model card changes ({n_card})", card_md),
     ]
     if with_plots:
         image_dir = out.parent / f"{out.stem}-images"

@@ -1,9 +1,10 @@
 """export_onnx: trained model → ONNX variants (fp32, optimised fp32, int8 dynamic, int8 static) → parity gate
 → serving bundle.
 
-Outputs: artifacts/onnx/ (every variant), artifacts/bundle/ (the served variant, see contract/bundle.py) and
-reports/export/metrics.json (the DVC metric: parity figures and the served variant's test accuracy, MCC, agreement
-with PyTorch and size) and reports/export/variants.json (the same figures, and more, for every variant).
+Outputs: artifacts/onnx/ (every variant), artifacts/bundle/ (the served variant and its model card, see
+contract/bundle.py and cola/model_card.py), reports/export/metrics.json (the DVC metric: parity figures and the
+served variant's test accuracy, MCC, agreement with PyTorch and size), reports/export/variants.json (the same
+figures, and more, for every variant) and reports/export/model_card.json (a copy of the bundle's card).
 The stage fails, with the numbers, if the fp32 export does not reproduce PyTorch on the whole test split
 or if the finished bundle, served through app.predictor, does not reproduce its variant's predictions, or if
 the served variant's test MCC is more than export.max_mcc_drop below fp32's.
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from app.predictor import BundlePredictor
+from cola import behaviour, model_card
 from cola import onnx_export as ox
 from cola.config import declared_params, load_params, run_main, write_json
 from cola.model import model_threshold
@@ -47,6 +49,28 @@ def calibration_sentences(train_data: Path, n: int, seed: int) -> list[str]:
     return train["sentence"].sample(n=min(n, len(train)), random_state=seed).tolist()
 
 
+def describe(
+    bundle_dir: Path, sources: dict, report: dict, served: str, served_logits: np.ndarray, test: pd.DataFrame
+) -> dict:
+    """The finished bundle's model card: the served variant's test metrics with intervals and calibration, and the
+    behavioural checks, run through the bundle's own predictor."""
+    predictor = BundlePredictor(bundle_dir)
+    sentences, labels = test["sentence"].tolist(), test["label"].to_numpy()
+    p_acceptable = ox.softmax(served_logits)[:, predictor.positive]
+    figures = report[served]
+    return model_card.build(
+        sources,
+        labels=predictor.labels,
+        max_length=predictor.max_length,
+        threshold=predictor.threshold,
+        served={"variant": served, "pytorch_mcc": report["pytorch"]["mcc"]}
+        | {k: figures[k] for k in ("size_mb", "agreement", "mcc_drop_vs_fp32")},
+        evaluation=model_card.served_evaluation(labels, p_acceptable, predictor.threshold),
+        behaviour=behaviour.summary(predictor, sentences, labels.tolist()),
+        sentences=sentences,
+    )
+
+
 def run(
     model_dir: Path = MODEL_DIR,
     test_data: Path = TEST_DATA,
@@ -55,6 +79,7 @@ def run(
     metrics_path: Path = EXPORT_METRICS,
     params: dict | None = None,
     train_data: Path = TRAIN_DATA,  # calibration sentences of the int8_static variant
+    card_sources: model_card.CardSources = model_card.PIPELINE_SOURCES,
 ) -> dict:
     params = params or load_params()
     cfg, max_length = params.export, params.model.max_length
@@ -62,6 +87,7 @@ def run(
         raise ox.ExportError(
             f"export.served_variant={cfg.served_variant!r} in params.yaml: choose one of {ox.VARIANTS}"
         )
+    sources = card_sources.read()  # before the long work: a missing input fails in the first second
     test = pd.read_parquet(test_data)
     sentences, labels = test["sentence"].tolist(), test["label"].to_numpy()
 
@@ -84,20 +110,25 @@ def run(
     fused = ox.fused_ops(paths["optimized"])
     report["optimized"]["fused_attention_nodes"] = fused.get("Attention", 0)
 
-    manifest = ox.write_bundle(
+    bundle_params = declared_params("export_onnx", params)  # exactly what DVC tracks for this stage
+    bundle_metrics = {"test": report[served], "pytorch_test": report["pytorch"]}
+    ox.write_bundle(
         bundle_dir,
         paths[served],
         ox.bundle_tokenizer(model_dir, max_length),
         ox.model_labels(model_dir),
         max_length,
         served,
-        params=declared_params("export_onnx", params),  # exactly what DVC tracks for this stage
-        metrics={"test": report[served], "pytorch_test": report["pytorch"]},
+        params=bundle_params,
+        metrics=bundle_metrics,
         preoptimize_level=cfg.preoptimize,
         decision_threshold=threshold,
     )
     single = ox.variant_logits(model_dir, paths[served], sentences, max_length, batch_size=1)
     bundle_diff = check_bundle(bundle_dir, sentences, single)
+    card = describe(bundle_dir, sources, report, served, logits[served], test)
+    card_copy = metrics_path.with_name("model_card.json")
+    manifest = model_card.write(bundle_dir, card, bundle_params, bundle_metrics, copy_to=card_copy)
     metrics = {
         "parity": {
             "fp32_max_abs_logit_diff": report["fp32"]["max_abs_logit_diff"],
@@ -122,4 +153,4 @@ def run(
 
 
 if __name__ == "__main__":
-    run_main("export_onnx", run, ox.ExportError)
+    run_main("export_onnx", run, ox.ExportError, model_card.ModelCardError)

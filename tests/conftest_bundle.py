@@ -2,7 +2,8 @@
 
 Register with `pytest_plugins = ["tests.conftest_bundle"]` in tests/conftest.py.
 `tiny_bundle` returns a pathlib.Path to a bundle directory written by cola.onnx_export (the same code as
-the export_onnx stage): int8_static model.onnx, the MiniLM tokenizer with dynamic padding, config.json, manifest.json.
+the export_onnx stage): int8_static model.onnx, the MiniLM tokenizer with dynamic padding, config.json, the model
+card (model_card.json/.md, written by the stage's own `describe` from `card_sources`) and manifest.json.
 Treat it as read-only; copy it (shutil.copytree) before modifying files.
 """
 
@@ -54,6 +55,25 @@ def make_tiny_model(model_dir: Path) -> Path:
     return model_dir
 
 
+def card_sources(directory: Path):
+    """The model card's inputs (cola.model_card.CardSources) as the pipeline writes them, for the fixture data:
+    data/raw.dvc, data/prepared/summary.json, reports/train/params.yaml and metrics.json."""
+    import json
+
+    from cola.model_card import CardSources
+
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {
+        "raw.dvc": "outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  path: raw\nmeta:\n  source: local\n",
+        "summary.json": json.dumps({"rows": {"train": 60, "validation": 20, "test": 20}, "cleaning": {"empty": 0}}),
+        "params.yaml": f"pretrained: {MINILM}\nlr: 0.0001\npooling: mean\n",
+        "metrics.json": json.dumps({"epoch": 0, "best_val_mcc": 0.0, "decision_threshold": 0.5}),
+    }
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return CardSources(*(directory / name for name in files))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny_model"))
@@ -83,13 +103,22 @@ def tiny_static(tiny_model_dir, tiny_variants, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_model_dir, tiny_variants, tiny_static, tmp_path_factory) -> Path:
-    """A real serving bundle of the tiny model, with the served default variant (int8_static)."""
-    from cola.onnx_export import bundle_tokenizer, compare_variants, model_labels, write_bundle
+    """A real serving bundle of the tiny model, with the served default variant (int8_static) and its card."""
+    import pandas as pd
+
+    from cola import model_card
+    from cola.onnx_export import bundle_tokenizer, check_served_mcc, compare_variants, model_labels, write_bundle
+    from stages.export_onnx import describe
 
     sentences, labels = cola_rows(16)
     variants = {**tiny_variants, "int8_static": tiny_static}
-    report, _ = compare_variants(tiny_model_dir, variants, sentences, labels, TINY_MAX_LENGTH)
-    bundle_dir = tmp_path_factory.mktemp("tiny_bundle") / "bundle"
+    report, logits = compare_variants(tiny_model_dir, variants, sentences, labels, TINY_MAX_LENGTH)
+    check_served_mcc(report, "int8_static", max_drop=1.0)  # adds mcc_drop_vs_fp32, as in the stage
+    report["int8_static"]["size_mb"] = round(tiny_static.stat().st_size / 2**20, 2)
+    root = tmp_path_factory.mktemp("tiny_bundle")
+    bundle_dir = root / "bundle"
+    params = {"export": {"served_variant": "int8_static", "opset": 17}, "model": {"max_length": TINY_MAX_LENGTH}}
+    metrics = {"test": report["int8_static"], "pytorch_test": report["pytorch"]}
     write_bundle(
         bundle_dir,
         tiny_static,
@@ -97,7 +126,11 @@ def tiny_bundle(tiny_model_dir, tiny_variants, tiny_static, tmp_path_factory) ->
         model_labels(tiny_model_dir),
         TINY_MAX_LENGTH,
         "int8_static",
-        params={"export": {"served_variant": "int8_static", "opset": 17}, "model": {"max_length": TINY_MAX_LENGTH}},
-        metrics={"test": report["int8_static"], "pytorch_test": report["pytorch"]},
+        params=params,
+        metrics=metrics,
     )
+    test = pd.DataFrame({"sentence": sentences, "label": labels})
+    sources = card_sources(root / "card_sources").read()
+    card = describe(bundle_dir, sources, report, "int8_static", logits["int8_static"], test)
+    model_card.write(bundle_dir, card, params, metrics)
     return bundle_dir

@@ -185,7 +185,6 @@ def unused_code_deps(root: Path = ROOT) -> list[str]:
 PIPELINE_TOPS = ("data", "models", "artifacts", "reports")  # where the stages' inputs and outputs live
 # Pipeline paths of cola.paths that are no stage's dep or out, and why.
 NOT_STAGE_PATHS = {
-    "RAW_DVC_FILE": "DVC's record of data/raw, written by `dvc add` in python -m stages.get_data (an import)",
     "MONITOR_REPORT_DIR": "written by python -m stages.monitor (`make monitor`, on demand, not a pipeline stage)",
 }
 

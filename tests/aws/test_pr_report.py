@@ -23,7 +23,8 @@ SCRIPT = REPO_ROOT / "scripts" / "pr_report.py"
 # variants.json, and the benchmark's metrics.json (headline built by the real cola.benchmark.headline), variants.json
 # and run.json. FAKE_CPU sets the machine the benchmark "ran" on; FAKE_BENCHMARK=old writes the format the benchmark
 # had before the headline and variants.json (no run.json); FAKE_PREDICTIONS=none writes no predictions.csv (as
-# before the evaluate stage kept them); FAKE_METRICS=stale moves metrics.json's MCC away from the predictions.
+# before the evaluate stage kept them); FAKE_METRICS=stale moves metrics.json's MCC away from the predictions;
+# FAKE_CARD=none writes no model card (as before export_onnx wrote one).
 STAGE = """\
 import json
 import os
@@ -51,6 +52,10 @@ variants = {"fp32": {"mcc": round(0.40 + lr * 5, 4), "size_mb": 86.0},
             "int8": {"mcc": round(0.40 + lr * 5, 4), "size_mb": 22.04}}
 json.dump({"served": {"mcc": variants["int8"]["mcc"], "size_mb": 22.04}}, open("reports/export/metrics.json", "w"))
 json.dump(variants, open("reports/export/variants.json", "w"))
+if os.environ.get("FAKE_CARD") != "none":  # the bundle card's copy (cola/model_card.py), two fields that move with lr
+    card = {"training": {"lr": lr, "pooling": "mean"}, "limits": ["English | only"],
+            "evaluation": {"metrics": {"mcc": {"value": variants["int8"]["mcc"]}}}}
+    json.dump(card, open("reports/export/model_card.json", "w"))
 p50 = {"bundle": {1: 2 + lr * 1000, 32: 40.0}, "pytorch": {1: 12.0, 32: 120.0},
        "ort_fp32_pad128": {1: 30.0, 32: 1000.0}}
 results = {v: {f"bs{bs}": {"p50_ms": ms, "p95_ms": ms * 2, "sentences_per_s": bs * 1000 / ms}
@@ -194,14 +199,19 @@ def test_report_top_table_fits_a_screen_and_the_rest_is_collapsed(make_runs):
 
     # Everything else is collapsed, below the table; the charts come first.
     summaries = re.findall(r"<details><summary>([^<]+)</summary>", markdown)
-    assert summaries == ["Charts (5)", "Parameters changed (1)", "All metric changes (8)", "Plots (2)"]
-    assert markdown.count("<details>") == markdown.count("</details>") == 4 and "<details open" not in markdown
+    assert summaries == [
+        "Charts (5)", "Parameters changed (1)", "All metric changes (8)", "Model card changes (2)", "Plots (2)"
+    ]  # fmt: skip
+    assert markdown.count("<details>") == markdown.count("</details>") == 5 and "<details open" not in markdown
     assert "```mermaid" not in top
     flat = squeeze(markdown.split("<details>", 1)[1])
     assert "| params.yaml | train.lr | 0.001 | 0.002 |" in flat
     assert "train.epochs" not in flat  # unchanged parameters stay out
     assert "| reports/evaluate/metrics.json | mcc | 0.57735 | 0.78259 | 0.20524 |" in flat
     assert "| reports/benchmark/metrics.json | headline.bs1.served_p50_ms | 3.0 | 4.0 | 1.0 |" in flat
+    card = markdown.split("<summary>Model card changes (2)</summary>")[1].split("</details>")[0]
+    assert "| `evaluation.metrics.mcc.value` | 0.405 | 0.41 |" in card and "| `training.lr` | 0.001 | 0.002 |" in card
+    assert "pooling" not in card and "limits" not in card  # unchanged fields stay out
 
     plots = markdown.split("<summary>Plots (2)</summary>")[1]
     images = re.findall(r"!\[([^\]]+)\]\(\./(report-images/[^)]+\.png)\)", plots)
@@ -247,6 +257,7 @@ def test_report_without_changes_says_so(make_runs):
     markdown = (repo / "report.md").read_text()
     assert "<summary>Parameters changed (0)</summary>\n\n_No parameter changes._" in markdown
     assert "<summary>All metric changes (0)</summary>\n\n_No metric changed._" in markdown
+    assert "<summary>Model card changes (0)</summary>\n\n_The model card is unchanged._" in markdown
     assert "| Served p50 latency, batch 1 | 3.00 ms | 3.00 ms | +0.0% |" in markdown
     assert "| Test MCC (evaluate) | 0.5774 | 0.5774 | +0.0000 | [+0.0000, +0.0000] | **within noise** |" in markdown
     assert (
@@ -304,3 +315,11 @@ def test_unknown_base_revision_is_a_clear_error(make_runs):
     assert "`dvc params diff origin/nope --md` failed" in result.stderr
     assert "fetch-depth: 0" in result.stderr and "Traceback" not in result.stderr
     assert not (repo / "report.md").exists()
+
+
+def test_a_base_without_a_model_card_says_the_card_is_new(make_runs):
+    repo = make_runs(base_env={"FAKE_CARD": "none"})
+    result = report(repo, "--base", "main", "--no-plots")
+    assert result.returncode == 0, result.stderr
+    markdown = (repo / "report.md").read_text()
+    assert "<summary>Model card changes (0)</summary>\n\n_The base has no model card: the whole card is new" in markdown

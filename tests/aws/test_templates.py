@@ -27,7 +27,7 @@ from tests.aws.templates import (
     translate,
 )
 
-PRODUCTION_ROUTES = {"POST /predict", "GET /predict", "GET /health", "GET /ready", "GET /"}
+PRODUCTION_ROUTES = {"POST /predict", "GET /predict", "GET /health", "GET /ready", "GET /model", "GET /"}
 
 
 @pytest.fixture(scope="module")

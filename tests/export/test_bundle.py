@@ -24,7 +24,13 @@ def bundle_copy(tiny_bundle, tmp_path) -> Path:
 
 def test_bundle_layout_matches_app_bundle_contract(tiny_bundle):
     manifest = verify_manifest(tiny_bundle)
-    assert sorted(manifest["files"]) == ["config.json", "model.onnx", "tokenizer.json"]
+    assert sorted(manifest["files"]) == [
+        "config.json",
+        "model.onnx",
+        "model_card.json",
+        "model_card.md",
+        "tokenizer.json",
+    ]
     config = json.loads((tiny_bundle / "config.json").read_text())
     assert config == {
         "labels": ["unacceptable", "acceptable"],

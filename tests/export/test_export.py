@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 from app.predictor import BundlePredictor
+from cola import model_card
 from cola import onnx_export as ox
 from cola.config import compose_params, load_params
-from contract.bundle import BundleError, verify_manifest, write_manifest
-from tests.conftest_bundle import FIXTURE_COLA, TINY_MAX_LENGTH, cola_rows
+from contract.bundle import MODEL_CARD, MODEL_CARD_MD, BundleError, verify_manifest, write_manifest
+from tests.conftest_bundle import FIXTURE_COLA, TINY_MAX_LENGTH, card_sources, cola_rows
 
 
 def count(path, op):
@@ -82,7 +83,9 @@ def test_static_int8_quantises_only_weight_matmuls_and_does_not_depend_on_the_ba
     assert np.abs(one - fp32).max() < 0.05
 
 
-def test_preoptimised_bundle_loads_without_reoptimising_and_serves_the_same(tiny_model_dir, tiny_static, tmp_path):
+def test_preoptimised_bundle_loads_without_reoptimising_and_serves_the_same(
+    tiny_model_dir, tiny_static, tiny_bundle, tmp_path
+):
     sentences, _ = cola_rows(24)
     bundle = tmp_path / "bundle"
     ox.write_bundle(
@@ -96,6 +99,7 @@ def test_preoptimised_bundle_loads_without_reoptimising_and_serves_the_same(tiny
         {},
         preoptimize_level="extended",
     )
+    model_card.write(bundle, json.loads((tiny_bundle / MODEL_CARD).read_text()), {}, {})  # a bundle has a card
     config = json.loads((bundle / "config.json").read_text())
     assert config["graph_optimization_level"] == "disable"
     assert config["optimized_by_onnxruntime"] == ort.__version__
@@ -204,7 +208,7 @@ def run_export_stage(model_dir, tmp_path, max_mcc_drop: float) -> dict:
     params = load_params(tmp_path / "params.yaml")
     params.export.max_mcc_drop = max_mcc_drop
     return run(model_dir, tmp_path / "test.parquet", tmp_path / "onnx", tmp_path / "bundle", tmp_path / "metrics.json",
-               params, tmp_path / "train.parquet")  # fmt: skip
+               params, tmp_path / "train.parquet", card_sources(tmp_path / "card_sources"))  # fmt: skip
 
 
 @pytest.mark.slow
@@ -224,6 +228,52 @@ def test_export_stage_writes_variants_bundle_and_metrics(tiny_model_dir, tmp_pat
     assert json.loads((tmp_path / "variants.json").read_text()) == json.loads(json.dumps(metrics["variants"]))
     assert metrics["parity"]["fp32_label_agreement"] == 1.0
     assert metrics["variants"]["int8"]["size_mb"] < metrics["variants"]["fp32"]["size_mb"]
+
+    # the model card: in the bundle (both forms, both in the manifest), its copy in the reports, its figures
+    # the export's own
+    card = json.loads((tmp_path / "bundle" / MODEL_CARD).read_text())
+    assert {MODEL_CARD, MODEL_CARD_MD} <= set(manifest["files"])
+    assert json.loads((tmp_path / "model_card.json").read_text()) == card
+    assert card["data"]["raw_md5"] == "0123456789abcdef0123456789abcdef.dir" and card["evaluation"]["n"] == 40
+    assert card["evaluation"]["metrics"]["mcc"]["value"] == pytest.approx(metrics["served"]["mcc"], abs=1e-4)
+    low, high = (card["evaluation"]["metrics"]["accuracy"][k] for k in ("low", "high"))
+    assert low <= metrics["served"]["accuracy"] <= high and low < high
+    assert card["served"]["variant"] == "int8_static" and card["decision_threshold"]["value"] == config.get(
+        "decision_threshold", 0.5
+    )
+    assert set(card["behaviour"]) == {"minimal_pairs", "shuffled_lower", "period_same_label",
+                                      "period_median_change", "whitespace_change"}  # fmt: skip
+    assert card["base_model"]["licence"] == "Apache-2.0" and len(card["limits"]) == 4
+    markdown = (tmp_path / "bundle" / MODEL_CARD_MD).read_text()
+    assert "| mcc | " in markdown and card["data"]["raw_md5"] in markdown
+
+
+def test_export_stage_names_a_missing_card_input_before_any_work(tiny_model_dir, tmp_path):
+    sources = card_sources(tmp_path / "card_sources")
+    sources.prepared_summary.unlink()
+    from stages.export_onnx import run
+
+    compose_params(tmp_path / "params.yaml")
+    params = load_params(tmp_path / "params.yaml")
+    with pytest.raises(model_card.ModelCardError, match=r"summary.json, written by `dvc repro prepare`"):
+        run(tiny_model_dir, tmp_path / "absent.parquet", tmp_path / "onnx", tmp_path / "bundle",
+            tmp_path / "metrics.json", params, card_sources=sources)  # fmt: skip
+    assert not (tmp_path / "onnx").exists()
+
+
+@pytest.mark.parametrize("damage", ["delete", "edit"])
+def test_a_bundle_whose_card_is_missing_or_altered_fails_verification(tiny_bundle, tmp_path, damage):
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "bundle")
+    verify_manifest(bundle)
+    card = bundle / MODEL_CARD
+    if damage == "delete":
+        card.unlink()
+        expected = r"model_card.json is listed in the manifest but missing"
+    else:
+        card.write_text(card.read_text().replace('"mcc"', '"MCC"'))
+        expected = r"model_card.json fails its sha256 check"
+    with pytest.raises(BundleError, match=expected):
+        verify_manifest(bundle)
 
 
 @pytest.mark.slow

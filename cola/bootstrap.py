@@ -1,4 +1,5 @@
-"""Is a change in test metrics real? A paired bootstrap over two revisions' per-sentence predictions.
+"""Bootstrap intervals of test metrics: how sure is one model's score (`interval`, the model card), and is a change
+real (`paired_bootstrap` over two revisions' per-sentence predictions, the PR comment).
 
 Both revisions predicted the same test sentences, so one resample of sentence indices scores both: the spread of
 the difference then carries only the sentences on which the two models disagree, not the test set's own noise
@@ -144,3 +145,28 @@ def paired_bootstrap(
         low, high = np.percentile(boot_new[metric] - boot_base[metric], tails)
         changes[metric] = Change(float(point_base[metric]), float(point_new[metric]), float(low), float(high))
     return changes
+
+
+@dataclass(frozen=True)
+class Interval:
+    value: float
+    low: float  # the LEVEL percentile interval
+    high: float
+
+
+def interval(
+    labels: np.ndarray, preds: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL
+) -> dict[str, Interval]:
+    """Per metric: one model's score on its test sentences and the `level` percentile interval from resampling
+    the sentences (how far the score could move on another test set of the same size)."""
+    labels, preds = (np.asarray(a, dtype=bool) for a in (labels, preds))
+    n = labels.shape[0]
+    if n == 0 or preds.shape != (n,):
+        raise PredictionsError(f"predictions need equal, non-empty lengths (got {n}, {preds.shape})")
+    index = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    boot, point = scores(counts(labels[index], preds[index])), scores(counts(labels, preds))
+    tails = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    return {
+        metric: Interval(float(point[metric]), *(float(x) for x in np.percentile(boot[metric], tails)))
+        for metric in METRICS
+    }
