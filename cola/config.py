@@ -364,6 +364,28 @@ def write_json(path: str | Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def hub_endpoint() -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connect. Offline, the Hub client retries for 45-60 s before it
+    gives up; this answers in at most `timeout_s`, so a Hub model offline fails at once (from the cache, if there).
+    Behind a proxy, or with HF_HUB_OFFLINE set, the Hub client's own settings decide."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE") or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy")):
+        return True
+    try:
+        socket.create_connection(hub_endpoint(), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
 def load_pretrained(load: Callable[..., Any], name: str, **kwargs: Any) -> Any:
     """`load(folder, **kwargs)` (e.g. AutoTokenizer.from_pretrained) for model.pretrained or a trained model folder,
     with a one-line ConfigError when it cannot be had: a Hub id offline, or a folder DVC has not produced."""
@@ -371,10 +393,12 @@ def load_pretrained(load: Callable[..., Any], name: str, **kwargs: Any) -> Any:
         path = resolve_pretrained(name)
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
+    offline = not Path(path).exists() and not hub_reachable()
     try:
-        return load(path, **kwargs)
+        return load(path, **kwargs, **({"local_files_only": True} if offline else {}))
     except OSError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = f"no network: {hub_endpoint()[0]} is not reachable; {reason}" if offline else reason
         if Path(path).is_absolute() or Path(path).exists():
             raise ConfigError(
                 f"cannot load the model in {path} ({reason}): `dvc checkout` or `dvc repro` produces it"

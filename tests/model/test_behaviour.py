@@ -54,6 +54,19 @@ def test_trailing_whitespace_changes_nothing(predictor):
     assert behaviour.trailing_whitespace_change(predictor, sentences) <= MAX_WHITESPACE_CHANGE
 
 
+def test_the_bundles_model_card_reports_what_this_tier_measures(predictor, test_sentences):
+    """The card export_onnx wrote into the bundle: every behavioural check passed and each score is what this tier
+    measures on the same bundle; its MCC is the served variant's."""
+    card = predictor.card
+    assert card is not None, "the committed bundle has no model card: re-run `dvc repro export_onnx`"
+    assert all(check["passed"] for check in card["behaviour"].values()), card["behaviour"]
+    assert card["behaviour"]["minimal_pairs"]["score"] == round(behaviour.minimal_pairs(predictor)[0], 4)
+    assert card["evaluation"]["n"] == len(test_sentences)
+    mcc = card["evaluation"]["metrics"]["mcc"]
+    assert mcc["low"] < mcc["value"] < mcc["high"]
+    assert mcc["value"] == round(predictor.manifest["metrics"]["test"]["mcc"], 4)
+
+
 def test_the_floors_catch_a_bundle_whose_labels_are_swapped(trained_bundle, tmp_path):
     """A realistic breakage (label order in config.json reversed): the same checks must fail on it."""
     broken = shutil.copytree(trained_bundle, tmp_path / "swapped")

@@ -4,6 +4,7 @@ in a copy of the project (`make params` writes params.yaml)."""
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -30,6 +31,7 @@ def run(project, *args, **env):
     environment = {**os.environ, "PYTHONPATH": str(project), "WANDB_MODE": "disabled", **env}
     environment.pop("DVC_STAGE", None)
     environment.pop("COLA_DEBUG", None)
+    environment.pop("HF_HUB_OFFLINE", None)  # the stages must find out themselves (cola.config.hub_reachable)
     environment.update(env)
     return subprocess.run(
         [sys.executable, *args], cwd=project, env=environment, capture_output=True, text=True, timeout=600
@@ -103,11 +105,16 @@ def test_stage_that_cannot_load_its_model_offline_names_the_offline_option(proje
     the line also says that `dvc checkout` restores the outputs DVC removed before running the stage."""
     assert run(project, "-m", "cola.config", "model=bert_tiny").returncode == 0
     shutil.copytree(cola_dir, project / "data" / "raw")
-    # HF_HUB_OFFLINE: fail at once as an offline machine does after its retries (~1 min without it)
-    result = run(project, "-m", "stages.prepare", HF_HUB_OFFLINE="1", DVC_STAGE="prepare")
+    # an endpoint nothing listens on stands in for "no network" on any machine (this one, or one with network):
+    # the stage must fail at once (cola.config.hub_reachable), not after the Hub client's ~1 min of retries
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"https://127.0.0.1:{closed.getsockname()[1]}"  # bound, never listening: connection refused
+        result = run(project, "-m", "stages.prepare", HF_ENDPOINT=endpoint, DVC_STAGE="prepare")
     one_line_error(
         result,
         "prepare failed: model.pretrained='google/bert_uncased_L-2_H-128_A-2' cannot be loaded",
+        "(no network: 127.0.0.1 is not reachable;",
         "-S model=minilm",
         "`dvc checkout prepare` restores data/prepared, data/reference",
     )
