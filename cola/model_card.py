@@ -149,7 +149,6 @@ def build(
         "data": {
             "dataset": "CoLA (Warstadt et al., 2019), as distributed with GLUE",
             "raw_md5": raw_out["md5"],
-            "raw_source": raw.get("meta", {}),
             "rows": summary["rows"],
             "cleaning": summary["cleaning"],
         },
@@ -202,7 +201,7 @@ def render_markdown(card: dict) -> str:
         f"**Decision threshold.** {threshold['value']} ({threshold['rule']}): {threshold['chosen']}.",
         "",
         f"**Served variant.** {served['variant']}, {served['size_mb']} MB, label agreement with PyTorch "
-        f"{served['agreement']}, MCC change vs fp32 {0.0 - served['mcc_drop_vs_fp32']:+.4f}; inputs up to "
+        f"{served['agreement']:.4f}, MCC change vs fp32 {0.0 - served['mcc_drop_vs_fp32']:+.4f}; inputs up to "
         f"{served['max_length']} tokens.",
         "",
         "## Behavioural checks",

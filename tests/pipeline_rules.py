@@ -185,6 +185,8 @@ def unused_code_deps(root: Path = ROOT) -> list[str]:
 PIPELINE_TOPS = ("data", "models", "artifacts", "reports")  # where the stages' inputs and outputs live
 # Pipeline paths of cola.paths that are no stage's dep or out, and why.
 NOT_STAGE_PATHS = {
+    "RAW_DVC_FILE": "DVC's record of data/raw, written by `dvc add` in python -m stages.get_data (an import); a "
+    "stage that reads it declares data/raw (DVC_RECORDS)",
     "MONITOR_REPORT_DIR": "written by python -m stages.monitor (`make monitor`, on demand, not a pipeline stage)",
 }
 
@@ -217,11 +219,21 @@ def names_used_from_paths(path: Path) -> set[str]:
     return names
 
 
+# DVC refuses a .dvc file as a stage dep: a stage that reads one (the model card reads the raw data's hash from
+# data/raw.dvc) declares the data it records, whose change is exactly what changes the record's hash.
+DVC_RECORDS = {"data/raw.dvc": RAW_DATA}
+
+
 def stage_paths(root: Path = ROOT) -> dict[str, set[str]]:
     """Stage -> the pipeline paths (repo-relative) that the in-repo modules it imports use from cola.paths."""
     constants = path_constants()
     return {
-        stage: {constants[name] for f in files for name in names_used_from_paths(root / f) if name in constants}
+        stage: {
+            DVC_RECORDS.get(path, path)
+            for f in files
+            for name in names_used_from_paths(root / f)
+            if (path := constants.get(name))
+        }
         for stage, files in code_deps(root).items()
     }
 
