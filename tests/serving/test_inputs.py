@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.inputs import SENTENCE_PATTERN, InputError, check_sentences, parse_body, request_schema
+from app.inputs import SENTENCE_PATTERN, InputError, check_query, check_sentences, load_json, parse_body, request_schema
 from app.settings import Settings
 
 try:
@@ -184,3 +184,127 @@ def test_published_post_schema_uses_the_validators_pattern(client):
 def test_published_get_schema_uses_the_validators_pattern(client):
     (param,) = client.get("/openapi.json").json()["paths"]["/predict"]["get"]["parameters"]
     assert param["schema"]["pattern"] == SENTENCE_PATTERN
+
+
+# The transport checks and the GET path, in-process: exact status, code and message, so the mutation run
+# (mutation.toml runs only this file against app/inputs.py) notices a changed branch, offset or cut-off.
+# test_api.py and test_no_5xx.py cover the same rules over HTTP.
+
+
+@pytest.mark.parametrize(
+    "content_type,accepted",
+    [
+        ("application/json", True),
+        ("Application/JSON; charset=utf-8", True),
+        ("text/plain", False),
+        ("text/plain;charset=utf-8", False),
+        ("application/evil+json", False),  # sorts before application/json
+        ("application/x-www-form-urlencoded", False),
+        ("json", False),
+    ],
+)
+def test_only_application_json_is_parsed(content_type, accepted):
+    if accepted:
+        assert parse_body(b'{"text": "hi"}', content_type, LIMITS) == ["hi"]
+    else:
+        assert rejection(lambda: parse_body(b'{"text": "hi"}', content_type, LIMITS)) == (
+            415,
+            "unsupported_media_type",
+            f"Content-Type {content_type!r} is not application/json: send that",
+        )
+
+
+@pytest.mark.parametrize("content_type", [None, ""])
+def test_a_missing_content_type_is_named_as_missing(content_type):
+    assert rejection(lambda: parse_body(b'{"text": "hi"}', content_type, LIMITS)) == (
+        415,
+        "unsupported_media_type",
+        "the request has no Content-Type: send application/json",
+    )
+
+
+def test_a_long_content_type_is_quoted_cut_at_100_characters():
+    content_type = "text/plain; " + "x" * 150
+    message = rejection(lambda: parse_body(b'{"text": "hi"}', content_type, LIMITS))[2]
+    assert message == f"Content-Type {content_type[:100]!r} is not application/json: send that"
+
+
+def test_a_body_that_is_not_utf8_names_the_bad_byte():
+    assert rejection(lambda: parse_body(b'{"text": "caf\xe9"}', "application/json", LIMITS)) == (
+        400,
+        "invalid_encoding",
+        "the body is not valid UTF-8 (bad byte at offset 13): encode it as UTF-8",
+    )
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('{"text": "hi"', "the body is not valid JSON (Expecting ',' delimiter at line 1, column 14)"),
+        ('{"a": 1,\n "b": 2, "b": 3}', "the key 'b' appears twice in one object: send each key once"),
+        (
+            '{"' + "k" * 150 + '": 1, "' + "k" * 150 + '": 2}',
+            f"the key {'k' * 100!r} appears twice in one object: send each key once",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "the body nests JSON too deeply"),
+        ("1" * 5000, "the body is not valid JSON for this API (a number has too many digits)"),
+        ("[NaN]", "the body is not valid JSON for this API (NaN is not JSON)"),
+        ('{"text": -Infinity}', "the body is not valid JSON for this API (-Infinity is not JSON)"),
+    ],
+    ids=["syntax", "duplicate", "long-duplicate", "deep", "digits", "nan", "infinity"],
+)
+def test_every_way_json_fails_is_a_400_that_says_which(text, message):
+    assert rejection(lambda: load_json(text)) == (400, "invalid_json", message)
+
+
+def test_an_object_with_many_distinct_keys_is_not_a_duplicate():
+    # more keys than Python caches small ints for: the duplicate check compares counts by value
+    pairs = {f"k{i}": i for i in range(300)}
+    assert load_json(json.dumps({"text": "hi", "more": pairs})) == {"text": "hi", "more": pairs}
+
+
+def test_a_query_that_is_not_utf8_once_decoded_names_the_part_and_byte():
+    assert rejection(lambda: check_query(b"text=ok&other=%ff%fe")) == (
+        400,
+        "invalid_encoding",
+        "the query string is not valid UTF-8 once percent-decoded (bad byte at offset 6 of 'other=%ff%fe'): "
+        "percent-encode the text's UTF-8 bytes",
+    )
+    long_part = b"text=" + b"x" * 50 + b"%ff"
+    message = rejection(lambda: check_query(b"a=1;" + long_part))[2]
+    assert f"(bad byte at offset 55 of {long_part[:40].decode()!r})" in message
+    assert check_query(b"text=caf%C3%A9+au+lait&x=%E2%82%AC;y=1") is None  # UTF-8, + as a space, ; as &
+
+
+def test_get_sentences_are_named_as_a_list_only_when_there_are_several():
+    assert check_sentences(["a", "b"], LIMITS) == ["a", "b"]
+    assert rejection(lambda: check_sentences(["a", " "], LIMITS))[2] == (
+        "text[1] is empty or only whitespace: send a sentence"
+    )
+    assert rejection(lambda: check_sentences([" "], LIMITS, as_list=True))[2] == (
+        "text[0] is empty or only whitespace: send a sentence"
+    )
+    assert rejection(lambda: check_sentences([], LIMITS))[:2] == (422, "invalid_text")
+
+
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        (["text"], 'the body must be a JSON object {"text": "a sentence"} or {"text": ["one", "two"]}'),
+        ({"sentence": "hi"}, 'the body must be a JSON object {"text": "a sentence"} or {"text": ["one", "two"]}'),
+        ({"text": "hi", "b": 1, "a": 2}, "unknown field(s) ['a', 'b']: the body takes only \"text\""),
+    ],
+)
+def test_a_body_without_text_or_with_more_says_which(body, message):
+    assert rejection(lambda: request_schema(LIMITS).model_validate(body)) == (422, "invalid_body", message)
+
+
+def test_a_list_sentence_is_named_by_its_index():
+    model = request_schema(LIMITS)
+    assert rejection(lambda: model.model_validate({"text": ["ok", "ok", "a" * 21]}))[2] == (
+        "text[2] has 21 characters; the limit is 20: shorten or split it"
+    )
+    assert rejection(lambda: model.model_validate({"text": ["ok", 7]}))[2] == "text[1] must be a string, not a number"
+    assert rejection(lambda: model.model_validate({"text": ["s"] * 4}))[2] == (
+        '"text" has 4 sentences; at most 3 per request: split the list'
+    )
