@@ -29,6 +29,7 @@ PROJECT = [
     "conf",
     "hydra_plugins",  # registers the config schema when `dvc exp run -S` composes conf/
     "dvc_plots_template",  # .dvc/config's plots.html_template
+    "data/minimal_pairs.tsv",  # the model card's behavioural checks (export_onnx)
     "dvc.yaml",
     ".dvc/config",
     ".dvc/.gitignore",
