@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from app.settings import Settings
 
-LINGER_S = 2.0  # after a refusal: how long the rest of the client's request is read and dropped
+LINGER_S = 2.0  # after our side closed: how long what the client still sends is read and dropped
 BODY_GRACE_S = 1.0  # the app answers a slow body itself (408 with its request id); this is the backstop
 
 
@@ -41,6 +42,39 @@ def error_bytes(status: int, code: str, message: str) -> bytes:
             body,
         ]
     )
+
+
+class LingeringTransport:
+    """The connection's transport as uvicorn sees it, with nginx's lingering close: `close()` ends our side (FIN),
+    reads and drops what the client still sends, and closes for good when the client closes or after LINGER_S.
+
+    Closing at once while client bytes sit unread (a partial request we time out, a body we refuse, a client still
+    sending) makes the kernel send a reset instead of a FIN: the client's next read fails with ECONNRESET, and an
+    answer not yet transmitted is destroyed. Every close of this protocol and of uvicorn's goes through here.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop = transport, loop
+        self.lingering = False
+        self.write = transport.write  # the hot path: bound once, not looked up through __getattr__
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self.is_closing():
+            return
+        self.lingering = True
+        if not self._transport.can_write_eof():
+            self._transport.close()
+            return
+        self._transport.write_eof()  # sent after what is buffered; asyncio closes for good on the client's EOF
+        if not self._transport.is_reading():
+            self._transport.resume_reading()  # drain even if flow control had paused reads
+        self._loop.call_later(LINGER_S, self._transport.close)
 
 
 class BoundedHttpTools(HttpToolsProtocol):
@@ -67,12 +101,12 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._reading_headers = True
         self._header_bytes = self._header_count = self._raw_header_bytes = 0
         self._refusal: bytes | None = None
-        self._lingering = False
         if len(self.connections) >= self.max_connections:
+            # closed at once, not lingering: under a connection flood, refused sockets must not pile up
             transport.write(error_bytes(503, "too_many_connections", "the server has too many open connections"))
             transport.close()
             return
-        super().connection_made(transport)
+        super().connection_made(LingeringTransport(transport, self.loop))  # type: ignore[arg-type]
         self._arm(self.header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -137,7 +171,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         return error_bytes(431, "headers_too_large", f"the request line and headers must be {limits}")
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:  # refused: what the client still sends is read and dropped
+        if self.transport.is_closing():  # our side is closed: what the client still sends is read and dropped
             return
         reading_headers = self._reading_headers
         super().data_received(data)
@@ -152,13 +186,7 @@ class BoundedHttpTools(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a malformed request (or to our refusal above), as JSON instead of plain text."""
         self._disarm()
-        if self.transport.is_closing() or self._lingering:
+        if self.transport.is_closing():
             return
         self.transport.write(self._refusal or error_bytes(400, "invalid_http", "the request is not valid HTTP/1.1"))
-        # Closing now, with the client's unread bytes in our buffer, would send a TCP reset that can destroy the
-        # answer before the client reads it (a client still sending a 1 MB header); so: end our side, read and
-        # drop the rest for a moment, then close (nginx's lingering close).
-        self._lingering = True
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self.loop.call_later(LINGER_S, self.transport.close)
+        self.transport.close()  # lingering (a client may still be sending its 1 MB header)
