@@ -124,6 +124,7 @@ class TrainConfig:
     monitor: str = MISSING
     monitor_mode: Mode = MISSING
     num_workers: int = setting(ge=0)
+    pin_memory: bool = MISSING
     progress_bar: bool = MISSING
     wandb: WandbConfig = MISSING
     trainer: dict[str, Any] = MISSING  # passed as-is to lightning.Trainer, which checks its own arguments

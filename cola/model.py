@@ -60,12 +60,15 @@ class SentenceDataset(Dataset):
         return item
 
 
-def make_loader(frame, tokenizer, max_length: int, batch_size: int, shuffle=False, num_workers=0) -> DataLoader:
+def make_loader(
+    frame, tokenizer, max_length: int, batch_size: int, shuffle=False, num_workers=0, pin_memory=False
+) -> DataLoader:
     return DataLoader(
         SentenceDataset(frame, tokenizer, max_length),
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
+        pin_memory=pin_memory,  # page-locked host memory: faster copies to a GPU; same batches
         collate_fn=DataCollatorWithPadding(tokenizer, padding="longest"),
     )
 

@@ -73,12 +73,11 @@ def main() -> None:
 
     tokenizer = load_tokenizer(params.model.pretrained)
     splits = {name: pd.read_parquet(PREPARED_DIR / f"{name}.parquet") for name in ("train", "validation")}
+    loading = {"num_workers": cfg.num_workers, "pin_memory": cfg.pin_memory}  # the hardware group (conf/hardware/)
     train_loader = make_loader(
-        splits["train"], tokenizer, params.model.max_length, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers
+        splits["train"], tokenizer, params.model.max_length, cfg.batch_size, shuffle=True, **loading
     )
-    val_loader = make_loader(
-        splits["validation"], tokenizer, params.model.max_length, cfg.eval_batch_size, num_workers=cfg.num_workers
-    )
+    val_loader = make_loader(splits["validation"], tokenizer, params.model.max_length, cfg.eval_batch_size, **loading)
 
     m = params.model
     module = AcceptabilityClassifier(

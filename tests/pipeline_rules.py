@@ -26,6 +26,8 @@ NOT_OUTPUT_AFFECTING = {
     "train.progress_bar": "terminal output only",
     "train.num_workers": "data-loading processes; the batches and their order are the same "
     "(tests/unit/test_model.py::test_worker_count_does_not_change_the_batches)",
+    "train.pin_memory": "page-locked host memory for faster copies to a GPU; the same batches and metrics "
+    "(tests/model/test_hardware.py::test_the_gpu_groups_loading_settings_do_not_change_the_metrics)",
     "train.wandb": "W&B tracking (enabled, project, entity, mode) is a copy of the run elsewhere, not an output",
     "data.source": "read by `python -m stages.get_data`, the import that versions data/raw (data/raw.dvc meta)",
     "data.local_dir": "as data.source",

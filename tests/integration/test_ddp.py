@@ -1,7 +1,7 @@
 """Scale-out tier: the train stage under Lightning DDP, two CPU processes talking over gloo, on the smoke config.
 
 The same command on a GPU machine:
-`dvc exp run -S train.trainer.accelerator=gpu -S train.trainer.devices=2 -S train.trainer.strategy=ddp`."""
+`dvc exp run -S hardware=gpu -S train.trainer.devices=2 -S train.trainer.strategy=ddp` (conf/hardware/gpu.yaml)."""
 
 from __future__ import annotations
 
