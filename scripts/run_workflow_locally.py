@@ -24,12 +24,15 @@ What is stood in for, because it cannot exist here (each replacement below says 
 - aws-actions/amazon-ecr-login = nothing but its `registry` output (<account>.dkr.ecr.<region>.amazonaws.com).
 - `--skip NAME` skips steps that only download what is already installed (pip install, the image's wheels).
 The expression evaluator covers what the project's workflows use (contexts, ==, !=, &&, ||, !, success()/failure()/
-always()); anything else is an error, not a silent guess.
+always(), fromJSON()/toJSON()); anything else is an error, not a silent guess. A `strategy.matrix` (a mapping, or
+one expression such as `fromJSON(needs.plan.outputs.matrix)`, keys x values or `include`) runs the job once per
+combination, one after the other, each on its own fresh checkout when the caller gives `job_workdir`.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -37,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +52,10 @@ TOKEN = re.compile(r"\s*(?:('(?:[^']|'')*')|(==|!=|&&|\|\||!|\(|\)|,)|([A-Za-z_]
 
 class WorkflowError(RuntimeError):
     pass
+
+
+# The expression functions the project's workflows call (train.yml's matrix); any other call is an error.
+FUNCTIONS = {"fromJSON": json.loads, "toJSON": lambda value: json.dumps(value, indent=2)}
 
 
 def _lookup(context: dict, path: str):
@@ -74,6 +82,8 @@ def evaluate(expression: str, context: dict, status: str = "success"):
             out.append({"&&": " and ", "||": " or ", "!": " not "}.get(op, op))
         elif number:
             out.append(number)
+        elif name in FUNCTIONS:  # its call parentheses follow as tokens
+            out.append(f"_{name}")
         elif name in ("true", "false", "null"):
             out.append({"true": "True", "false": "False", "null": "None"}[name])
         elif name in ("success", "failure", "always", "cancelled"):
@@ -95,7 +105,8 @@ def evaluate(expression: str, context: dict, status: str = "success"):
             out.append(f"_get({name!r})")
     # null is '' here: GitHub's loose `==` makes null == '' true (a step output never set compares equal to '').
     get = lambda p: "" if (value := _lookup(context, p)) is None else value  # noqa: E731
-    return eval("".join(out), {"__builtins__": {}}, {"_get": get})  # noqa: S307
+    functions = {f"_{name}": function for name, function in FUNCTIONS.items()}
+    return eval("".join(out), {"__builtins__": {}}, {"_get": get, **functions})  # noqa: S307
 
 
 def substitute(value, context: dict):
@@ -163,6 +174,8 @@ class JobResult:
     steps: list[StepResult] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
     summary: str = ""
+    matrix: dict = field(default_factory=dict)  # this run's matrix values (a job with a strategy.matrix)
+    runs: list[JobResult] = field(default_factory=list)  # a matrix job: one result per combination, in order
 
     def step(self, name: str) -> StepResult:
         return next(s for s in self.steps if s.name == name)
@@ -188,6 +201,9 @@ class Runner:
     skip: set = field(default_factory=set)
     stop_before: str | None = None
     artifacts: Path | None = None
+    # Every job (and every matrix combination) on a fresh machine, as on GitHub: a new checkout per job from this
+    # factory (given the job's label); None = all jobs in `workdir`.
+    job_workdir: Callable[[str], Path] | None = None
 
     def github(self) -> dict:
         pr = self.event.get("pull_request") or {}
@@ -220,11 +236,50 @@ class Runner:
             if not condition(job.get("if"), context, status):
                 results[name] = JobResult(name, "skipped")
                 continue
-            results[name] = self.run_job(name, workflow, job, context)
+            combinations = self.matrix(job, context)
+            if combinations is None:
+                results[name] = self.run_job_on_a_machine(name, workflow, job, context)
+                continue
+            # one job per combination, one after the other (max-parallel only limits GitHub's concurrency)
+            runs = []
+            for values in combinations:
+                label = f"{name} ({', '.join(str(v) for v in values.values())})"
+                run_context = {**self.context(workflow, results, needs), "matrix": values}
+                runs.append(self.run_job_on_a_machine(label, workflow, job, run_context))
+                runs[-1].matrix = values
+            status = "success" if runs and all(r.status == "success" for r in runs) else "failure"
+            results[name] = JobResult(name, status, runs=runs, steps=[s for r in runs for s in r.steps])
         return results
+
+    def matrix(self, job: dict, context: dict) -> list[dict] | None:
+        """A job's strategy.matrix as its list of combinations (None without one): keys x values, or `include`."""
+        matrix = (job.get("strategy") or {}).get("matrix")
+        if matrix is None:
+            return None
+        if isinstance(matrix, str):
+            inner = EXPR.fullmatch(matrix.strip())
+            if not inner:
+                raise WorkflowError(f"matrix {matrix!r} is neither a mapping nor one expression")
+            matrix = evaluate(inner.group(1), context)
+        if not isinstance(matrix, dict):
+            raise WorkflowError(f"matrix is not a mapping: {matrix!r}")
+        include = matrix.get("include") or []
+        keys = {k: v for k, v in matrix.items() if k not in ("include", "exclude")}
+        if keys and (include or matrix.get("exclude")):
+            raise WorkflowError("matrix include/exclude beside other keys is not supported here")
+        if include:
+            return [dict(entry) for entry in include]
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*keys.values())]
+
+    def run_job_on_a_machine(self, label: str, workflow: dict, job: dict, context: dict) -> JobResult:
+        if self.job_workdir is not None:
+            self.workdir = self.job_workdir(label)
+            context["github"] = self.github()  # github.workspace
+        return self.run_job(label, workflow, job, context)
 
     def context(self, workflow: dict, results: dict, needs: list) -> dict:
         return {
+            "matrix": {},
             "github": self.github(),
             "vars": self.variables,
             "secrets": self.secrets,

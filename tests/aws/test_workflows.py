@@ -47,7 +47,14 @@ def scripts(workflow: dict) -> str:
 
 def test_actionlint_passes():
     files = sorted(WORKFLOWS.glob("*.yml"))
-    assert [f.name for f in files] == ["ci.yml", "deploy.yml", "mutation.yml", "pr-report.yml", "promote.yml"]
+    assert [f.name for f in files] == [
+        "ci.yml",
+        "deploy.yml",
+        "mutation.yml",
+        "pr-report.yml",
+        "promote.yml",
+        "train.yml",
+    ]
     result = subprocess.run([actionlint(), "-no-color", *map(str, files)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -64,7 +71,7 @@ def test_actionlint_catches_a_broken_workflow(tmp_path):
     assert result.returncode == 1 and "shaa" in result.stdout
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "pr-report.yml", "deploy.yml", "promote.yml", "mutation.yml"])
+@pytest.mark.parametrize("name", ["ci.yml", "pr-report.yml", "deploy.yml", "promote.yml", "mutation.yml", "train.yml"])
 def test_third_party_actions_are_pinned_to_commits(name):
     for step in steps(load(name)):
         if "uses" not in step:
@@ -206,7 +213,7 @@ def test_mutation_testing_runs_weekly_and_on_demand_with_read_only_access():
     assert pins <= {s["uses"] for s in steps(load("ci.yml")) if "uses" in s}  # the same pinned actions as ci
 
 
-@pytest.mark.parametrize("name", ["pr-report.yml", "deploy.yml", "promote.yml", "mutation.yml"])
+@pytest.mark.parametrize("name", ["pr-report.yml", "deploy.yml", "promote.yml", "mutation.yml", "train.yml"])
 def test_workflow_hygiene(name):
     workflow = load(name)
     assert workflow["defaults"]["run"]["shell"] == "bash"  # -eo pipefail
@@ -219,6 +226,51 @@ def test_workflow_hygiene(name):
         for line in step.get("run", "").splitlines():
             # `echo "x=$(cmd)" >> $GITHUB_OUTPUT` exits 0 when cmd fails: assign first, then echo
             assert not ("GITHUB_OUTPUT" in line and "$(" in line), f"{name}: exit status swallowed: {line.strip()}"
+
+
+def test_train_checks_first_runs_where_configured_and_pushes_only_experiments():
+    train = load("train.yml")
+    assert set(train["on"]) == {"workflow_dispatch"}
+    assert set(train["on"]["workflow_dispatch"]["inputs"]) == {"name", "params", "sweep", "hardware", "stage"}
+    assert train["permissions"] == {"contents": "read"}
+    jobs = train["jobs"]
+    assert list(jobs) == ["plan", "runners", "experiment", "report"]  # the local runner runs them in this order
+    plan, runners, experiment, report = jobs.values()
+    # the check runs on a small hosted runner, before any runner is launched or any experiment starts
+    assert plan["runs-on"] == "ubuntu-latest" and "scripts/train_plan.py" in scripts({"jobs": {"plan": plan}})
+    assert "requirements.txt" in str(plan) and "pip install -r requirements.txt" not in str(plan)  # no torch here
+    assert runners["needs"] == "plan" and runners["if"] == "vars.TRAIN_CML_LAUNCH == 'true'"
+    assert experiment["needs"] == ["plan", "runners"] and "needs.plan.result == 'success'" in experiment["if"]
+    assert experiment["runs-on"] == "${{ vars.TRAIN_RUNS_ON || 'ubuntu-latest' }}"
+    assert experiment["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
+    assert "TRAIN_MAX_PARALLEL" in str(experiment["strategy"]["max-parallel"])
+    assert experiment["strategy"]["fail-fast"] is False
+    # OIDC roles only, as deploy.yml: the runner launcher and the experiments assume the training role
+    text = (WORKFLOWS / "train.yml").read_text()
+    assert "aws-access-key-id" not in text and "secrets.AWS" not in text
+
+    def roles(job: dict) -> set[str]:
+        return {s["with"]["role-to-assume"] for s in job["steps"] if "configure-aws-credentials" in s.get("uses", "")}
+
+    assert roles(runners) == roles(experiment) == {"${{ vars.AWS_TRAIN_ROLE_ARN }}"} and roles(report) == set()
+    launch = scripts({"jobs": {"runners": runners}})
+    assert "cml runner launch" in launch and "--cloud-spot" in launch and "--idle-timeout" in launch
+    run = scripts({"jobs": {"experiment": experiment}})
+    order = ["dvc pull data/raw.dvc", 'dvc exp run --name "$EXP_NAME"', 'dvc exp push origin "$EXP_NAME"']
+    assert [run.index(marker) for marker in order] == sorted(run.index(marker) for marker in order)
+    # never a commit to a branch: experiments are refs/exps/*, and only the experiment job may write
+    assert "git push" not in text and "git commit" not in text
+    assert [name for name, job in jobs.items() if job.get("permissions", {}).get("contents") == "write"] == [
+        "experiment"
+    ]
+    assert 'make exps ARGS="--md"' in scripts({"jobs": {"report": report}}) and "$GITHUB_STEP_SUMMARY" in text
+    assert "cml comment create" in text
+    # user input reaches scripts through env, never pasted into them (script injection)
+    for job in jobs.values():
+        for step in job["steps"]:
+            assert "inputs." not in step.get("run", ""), step.get("name")
+    pins = {s["uses"] for s in steps(train) if "uses" in s}
+    assert pins <= {s["uses"] for name in ("pr-report.yml", "deploy.yml") for s in steps(load(name)) if "uses" in s}
 
 
 def test_deploy_gate_watches_everything_the_image_is_built_from():
