@@ -115,6 +115,7 @@ PREFIX_TIERS = {
     "tests/aws/test_pr_report.py::test_charts_render": ["mermaid"],
     "tests/aws/test_pr_charts.py": ["mermaid"],
     "tests/aws/test_workflow_runs.py": ["dvc", "moto"],
+    "tests/aws/test_train_workflow.py": ["dvc", "moto"],
     "tests/aws/test_workflows.py::test_actionlint": ["actionlint"],
     "tests/aws/test_workflows.py::test_actionlint_runs_shellcheck": ["shellcheck"],
     "tests/monitoring/test_cloudwatch.py": ["moto"],

@@ -263,7 +263,7 @@ def test_train_checks_first_runs_where_configured_and_pushes_only_experiments():
     assert [name for name, job in jobs.items() if job.get("permissions", {}).get("contents") == "write"] == [
         "experiment"
     ]
-    assert 'make exps ARGS="--md"' in scripts({"jobs": {"report": report}}) and "$GITHUB_STEP_SUMMARY" in text
+    assert 'make -s exps ARGS="--md"' in scripts({"jobs": {"report": report}}) and "$GITHUB_STEP_SUMMARY" in text
     assert "cml comment create" in text
     # user input reaches scripts through env, never pasted into them (script injection)
     for job in jobs.values():
