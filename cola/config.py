@@ -37,9 +37,10 @@ class ConfigError(Exception):
     """A setting that cannot work, or a model that cannot be loaded: one line saying what, where and how to fix."""
 
 
-def setting(default: Any = MISSING, **bounds: float) -> Any:
-    """A schema field with bounds: gt, ge, lt, le (checked by `check_params`; None passes where the type allows)."""
-    return field(default=default, metadata={"bounds": bounds})
+def setting(default: Any = MISSING, choices: tuple[str, ...] = (), **bounds: float) -> Any:
+    """A schema field with bounds: gt, ge, lt, le, or choices (checked by `check_params`; None passes where the type
+    allows)."""
+    return field(default=default, metadata={"bounds": bounds, "choices": choices})
 
 
 class Source(Enum):
@@ -128,6 +129,43 @@ class TrainConfig:
     progress_bar: bool = MISSING
     wandb: WandbConfig = MISSING
     trainer: dict[str, Any] = MISSING  # passed as-is to lightning.Trainer, which checks its own arguments
+
+
+# train.trainer goes as-is to lightning.Trainer (any other argument can be added with -S +train.trainer.<name>), and
+# OmegaConf cannot type the keys of a free dict: the arguments conf/ sets (train/ and hardware/) are typed here and
+# checked with the bounds, so `-S train.trainer.max_epochs=two` or `precision=bf16-mix` fails at composition, not on
+# a GPU runner. The choices are Lightning's (tests/model/test_hardware.py compares them).
+PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
+              "32-true", "64-true", "64", "32", "16", "bf16")  # fmt: skip
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+@dataclass
+class TrainerArguments:
+    max_epochs: int | None = setting(None, ge=-1)
+    accelerator: str | None = setting(None, choices=ACCELERATORS)
+    devices: Any = None  # an int, a list of indices, "auto" or "0,1": Lightning parses it
+    strategy: str | None = None
+    num_nodes: int | None = setting(None, gt=0)
+    precision: str | None = setting(None, choices=PRECISIONS)
+    deterministic: Any = None  # true, false or "warn"
+    gradient_clip_val: float | None = setting(None, ge=0)
+    accumulate_grad_batches: int | None = setting(None, gt=0)
+    limit_train_batches: float | None = setting(None, ge=0)  # a fraction, or a number of batches
+    limit_val_batches: float | None = setting(None, ge=0)
+    log_every_n_steps: int | None = setting(None, gt=0)
+
+
+def _check_trainer(trainer: Any, source: str) -> None:
+    known = {f.name for f in dataclasses.fields(TrainerArguments)}
+    values = {key: value for key, value in trainer.items() if key in known}
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(TrainerArguments), values)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{source}: train.trainer.{_one_line(exc)}; {FIX}") from None
+    problems = _out_of_bounds(TrainerArguments, typed, "train.trainer.")
+    if problems:
+        raise ConfigError(f"{source}: {'; '.join(problems)}; {FIX}")
 
 
 @dataclass
@@ -246,6 +284,9 @@ def _out_of_bounds(schema: type, node: Any, prefix: str = "", only: tuple[str, .
             if not ok:
                 word = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[bound]
                 problems.append(f"{key}={value!r} must be {word} {limit}")
+        choices = f.metadata.get("choices")
+        if choices and value is not None and value not in choices:
+            problems.append(f"{key}={value!r} must be one of {', '.join(choices)}")
     return problems
 
 
@@ -266,6 +307,8 @@ def check_params(params: Any, source: str = "params.yaml", sections: tuple[str, 
     problems = _out_of_bounds(Config, typed, only=wanted)
     if problems:
         raise ConfigError(f"{source}: {'; '.join(problems)}; {FIX}")
+    if "train" in wanted:
+        _check_trainer(typed.train.trainer, source)
 
 
 def load_params(path: str | Path = PARAMS_FILE, sections: tuple[str, ...] | None = None) -> DictConfig:

@@ -225,6 +225,7 @@ def test_a_sweep_runs_one_job_per_experiment_and_another_clone_pulls_compares_an
         ({"params": "model.lr=abc"}, "model.lr: Value 'abc' of type 'str' could not be converted to Float"),
         ({"sweep": "model.lr=1e-4,-1"}, "experiment bad-2 (model.lr=-1 hardware=cpu): "),  # bounds, 2nd of a sweep
         ({"hardware": "tpu"}, "Could not find 'hardware/tpu'"),
+        ({"hardware": "gpu", "params": "train.trainer.precision=bf16-mix"}, "precision='bf16-mix' must be one of"),
     ],
 )
 def test_a_bad_override_fails_the_plan_with_one_line_before_any_experiment(origin, tmp_path, aws_env, inputs, expected):

@@ -4,8 +4,11 @@ trained with, and the GPU group's loading settings (workers, pinned memory) give
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -123,3 +126,42 @@ def test_the_gpu_groups_loading_settings_do_not_change_the_metrics(tmp_path, col
     (metrics, weights), (gpu_metrics, gpu_weights) = outputs(base), outputs(gpu_loading)
     assert "best_val_mcc" in metrics and metrics == gpu_metrics
     assert weights == gpu_weights
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            ["train.trainer.max_epochs=two"],
+            "train.trainer.max_epochs: Value 'two' of type 'str' could not be converted",
+        ),
+        (["hardware=gpu", "train.trainer.precision=bf16-mix"], "train.trainer.precision='bf16-mix' must be one of"),
+        (["train.trainer.accelerator=gpuu"], "train.trainer.accelerator='gpuu' must be one of"),
+        (["hardware=gpu", "train.trainer.num_nodes=0"], "train.trainer.num_nodes=0 must be > 0"),
+    ],
+)
+def test_the_trainer_arguments_conf_sets_are_typed_though_train_trainer_is_free(tmp_path, overrides, expected):
+    """train.trainer goes as-is to lightning.Trainer; the arguments conf/ sets are still checked at composition
+    (cola.config.TrainerArguments), so a typo fails in the train workflow's plan job, not on a GPU runner."""
+    from cola.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        compose(tmp_path, *overrides)
+    compose(tmp_path, "+train.trainer.fast_dev_run=true")  # other Trainer arguments can still be added
+
+
+def test_the_trainer_choices_are_lightnings():
+    import typing
+
+    import lightning
+    from lightning.fabric import connector
+
+    from cola.config import ACCELERATORS, PRECISIONS, TrainerArguments
+
+    lightning_precisions = [*typing.get_args(connector._PRECISION_INPUT_STR)]
+    lightning_precisions += typing.get_args(connector._PRECISION_INPUT_STR_ALIAS)
+    assert sorted(PRECISIONS) == sorted(lightning_precisions)
+    for accelerator in ACCELERATORS[1:]:  # `auto` aside, each is one Lightning knows by name
+        assert accelerator in lightning.pytorch.accelerators.AcceleratorRegistry or accelerator == "gpu"
+    trainer_arguments = inspect.signature(lightning.Trainer.__init__).parameters
+    assert {f.name for f in dataclasses.fields(TrainerArguments)} <= set(trainer_arguments)
