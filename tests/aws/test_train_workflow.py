@@ -112,7 +112,9 @@ def origin(tmp_path, aws_env, cola_dir) -> Path:
     return bare
 
 
-def run_train(origin: Path, tmp_path: Path, endpoint: str, inputs: dict):
+def run_train(
+    origin: Path, tmp_path: Path, endpoint: str, inputs: dict, variables: dict | None = None, **runner_options
+):
     """Dispatch train.yml on main with `inputs`; every job in a fresh clone of origin (a new machine)."""
     machines: dict[str, Path] = {}
 
@@ -145,10 +147,14 @@ def run_train(origin: Path, tmp_path: Path, endpoint: str, inputs: dict):
         ref="refs/heads/main",
         host_env=env,
         aws_credentials={k: DUMMY_AWS_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
-        variables={"AWS_REGION": REGION, "AWS_TRAIN_ROLE_ARN": "arn:aws:iam::123456789012:role/cola-train"},
-        secrets={"GITHUB_TOKEN": "ghs_dummy"},
+        variables={
+            "AWS_REGION": REGION,
+            "AWS_TRAIN_ROLE_ARN": "arn:aws:iam::123456789012:role/cola-train",
+            **(variables or {}),
+        },
         skip=SKIP,
         job_workdir=fresh_clone,
+        **{"secrets": {"GITHUB_TOKEN": "ghs_dummy"}, **runner_options},
     )
     return runner.run(), machines, log
 
@@ -240,3 +246,45 @@ def test_a_bad_override_fails_the_plan_with_one_line_before_any_experiment(origi
     assert jobs["report"].status == "skipped"
     assert list(machines) == ["plan"]  # no machine besides the plan's was ever used
     assert re.search(r"refs/exps/", sh(origin, "git", "for-each-ref")) is None
+
+
+LAUNCH_STEP = "Launch GPU runners on AWS (spot; each terminates after the idle timeout)"
+
+
+@pytest.mark.parametrize("token", [True, False])
+def test_cml_launches_one_spot_gpu_runner_per_parallel_slot_with_the_training_role(origin, tmp_path, aws_env, token):
+    """TRAIN_CML_LAUNCH=true: the runners job asks `cml runner launch` (the stub) for min(experiments, max parallel)
+    instances with the variables' settings, after assuming the training role; the experiments then default to the
+    GPU group and the runners' label. Stopped before the experiments install anything (what they do on a runner is
+    the test above)."""
+    variables = {"TRAIN_CML_LAUNCH": "true", "TRAIN_MAX_PARALLEL": "2", "TRAIN_INSTANCE_TYPE": "g6.xlarge"}
+    secrets = {"GITHUB_TOKEN": "ghs_dummy", **({"CML_RUNNER_TOKEN": "github_pat_dummy"} if token else {})}
+    inputs = {"name": "lr", "sweep": "model.lr=1e-5,3e-5,1e-4"}
+    jobs, machines, log = run_train(
+        origin, tmp_path, aws_env, inputs, variables, secrets=secrets, stop_before="Install the pipeline's requirements"
+    )
+    assert jobs["plan"].outputs["runners"] == "2"
+    assert all(
+        o[-1] == "hardware=gpu" for o in (e["overrides"] for e in json.loads(jobs["plan"].outputs["matrix"])["include"])
+    )
+    runners = jobs["runners"]
+    assert "assumed arn:aws:iam::123456789012:role/cola-train" in runners.log
+    launches = [call for call in stub_calls(log, "cml") if call["args"][:2] == ["runner", "launch"]]
+    if not token:
+        assert runners.status == "failure" and launches == []
+        step = runners.step(LAUNCH_STEP)
+        assert "::error::secret CML_RUNNER_TOKEN is not set" in step.output
+        assert jobs["experiment"].status == "skipped"  # no runner would ever take them
+        return
+    assert runners.status == "success", runners.log
+    assert len(launches) == 2 and all(call["repo_token"] for call in launches)
+    for i, call in enumerate(launches, start=1):
+        assert set(call["args"]) >= {
+            "--cloud=aws",
+            f"--cloud-region={REGION}",
+            "--cloud-type=g6.xlarge",
+            "--cloud-spot",
+            "--idle-timeout=600",
+            "--labels=cml-gpu",
+            f"--name=cml-train-4242-{i}",
+        }

@@ -241,7 +241,9 @@ def test_train_checks_first_runs_where_configured_and_pushes_only_experiments():
     assert "requirements.txt" in str(plan) and "pip install -r requirements.txt" not in str(plan)  # no torch here
     assert runners["needs"] == "plan" and runners["if"] == "vars.TRAIN_CML_LAUNCH == 'true'"
     assert experiment["needs"] == ["plan", "runners"] and "needs.plan.result == 'success'" in experiment["if"]
-    assert experiment["runs-on"] == "${{ vars.TRAIN_RUNS_ON || 'ubuntu-latest' }}"
+    assert experiment["runs-on"] == (
+        "${{ vars.TRAIN_RUNS_ON || (vars.TRAIN_CML_LAUNCH == 'true' && 'cml-gpu' || 'ubuntu-latest') }}"
+    )  # the label the runners job gives its instances, unless TRAIN_RUNS_ON names another
     assert experiment["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
     assert "TRAIN_MAX_PARALLEL" in str(experiment["strategy"]["max-parallel"])
     assert experiment["strategy"]["fail-fast"] is False
