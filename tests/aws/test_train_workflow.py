@@ -113,7 +113,13 @@ def origin(tmp_path, aws_env, cola_dir) -> Path:
 
 
 def run_train(
-    origin: Path, tmp_path: Path, endpoint: str, inputs: dict, variables: dict | None = None, **runner_options
+    origin: Path,
+    tmp_path: Path,
+    endpoint: str,
+    inputs: dict,
+    variables: dict | None = None,
+    open_pr: int | None = None,
+    **runner_options,
 ):
     """Dispatch train.yml on main with `inputs`; every job in a fresh clone of origin (a new machine)."""
     machines: dict[str, Path] = {}
@@ -126,6 +132,9 @@ def run_train(
         return clone
 
     log = install_stubs(tmp_path / "stubs")
+    if open_pr:  # GitHub's answer to `gh pr list --head <branch>`: this PR is open for the branch
+        gh = tmp_path / "stubs" / "gh"
+        gh.write_text(gh.read_text() + f"if sys.argv[1:3] == ['pr', 'list']:\n    print({open_pr})\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GITHUB_"))}
     env.update(
         {
@@ -288,3 +297,17 @@ def test_cml_launches_one_spot_gpu_runner_per_parallel_slot_with_the_training_ro
             "--labels=cml-gpu",
             f"--name=cml-train-4242-{i}",
         }
+
+
+def test_the_table_goes_to_the_open_pull_request_of_the_dispatched_branch(origin, tmp_path, aws_env):
+    """The report job comments on the branch's open PR (gh answers #7 here) with the table, also when experiments
+    failed: stopped before the experiments install anything, none was pushed, and the report says so and fails."""
+    jobs, _, log = run_train(
+        origin, tmp_path, aws_env, {"name": "ls", "params": "train.label_smoothing=0.1"}, open_pr=7,
+        stop_before="Install the pipeline's requirements",
+    )  # fmt: skip
+    report = jobs["report"]
+    [comment] = stub_calls(log, "cml")
+    assert comment["args"] == ["comment", "create", "--target=pr/7", "report.md"]
+    assert "Not pushed (failed): ls" in comment["report"] and "| Experiment" in comment["report"]
+    assert report.status == "failure" and report.step("Fail unless every experiment succeeded").outcome == "failure"
