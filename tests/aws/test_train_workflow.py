@@ -30,7 +30,9 @@ import yaml
 from tests.aws.awsenv import DUMMY_AWS_ENV, REGION, REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from run_workflow_locally import Runner, install_stubs  # noqa: E402
+from run_workflow_locally import Runner  # noqa: E402
+
+from tests.aws.test_workflow_runs import host_env, stub_calls  # noqa: E402  (the deploy tests' runner machine)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -131,21 +133,10 @@ def run_train(
         machines[label] = clone
         return clone
 
-    log = install_stubs(tmp_path / "stubs")
+    env, log = host_env(tmp_path, endpoint, DVC_NO_ANALYTICS="1", WANDB_MODE="disabled")
     if open_pr:  # GitHub's answer to `gh pr list --head <branch>`: this PR is open for the branch
         gh = tmp_path / "stubs" / "gh"
         gh.write_text(gh.read_text() + f"if sys.argv[1:3] == ['pr', 'list']:\n    print({open_pr})\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GITHUB_"))}
-    env.update(
-        {
-            "PATH": f"{tmp_path / 'stubs'}{os.pathsep}{env['PATH']}",
-            "STUB_LOG": str(log),
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "DVC_NO_ANALYTICS": "1",
-            "WANDB_MODE": "disabled",
-        }
-    )
     runner = Runner(
         workflow=REPO_ROOT / ".github" / "workflows" / "train.yml",
         workdir=tmp_path,  # replaced by a fresh clone for every job
@@ -166,11 +157,6 @@ def run_train(
         **{"secrets": {"GITHUB_TOKEN": "ghs_dummy"}, **runner_options},
     )
     return runner.run(), machines, log
-
-
-def stub_calls(log: Path, tool: str) -> list[dict]:
-    lines = log.read_text().splitlines() if log.exists() else []
-    return [call for call in map(json.loads, lines) if call["tool"] == tool]
 
 
 def md5(path: Path) -> str:
