@@ -15,7 +15,8 @@
 #   1. environment `production`: required reviewers, and deployments only from the branch `main`. GitHub creates an
 #      environment, unprotected, the first time any job names it; this makes it protected before that happens.
 #   2. the OIDC subject carries job_workflow_ref (repo, context, job_workflow_ref), which the deploy role's trust
-#      policy pins to deploy.yml on main in `production`, and the report role to pull requests and the gate.
+#      policy pins to deploy.yml on main in `production`, the report role to pull requests and the gate, and the
+#      training role to train.yml dispatched on a branch.
 #   3. the repository variables the workflows read (no secrets: OIDC roles, no keys).
 set -euo pipefail
 
@@ -68,6 +69,7 @@ ecr_uri="$(output EcrRepositoryUri)"
 gh variable set AWS_REGION --repo "$repo" --body "$region"
 gh variable set AWS_DEPLOY_ROLE_ARN --repo "$repo" --body "$(output DeployRoleArn)"
 gh variable set AWS_REPORT_ROLE_ARN --repo "$repo" --body "$(output ReportRoleArn)"
+gh variable set AWS_TRAIN_ROLE_ARN --repo "$repo" --body "$(output TrainRoleArn)"
 gh variable set ECR_REPOSITORY --repo "$repo" --body "${ecr_uri#*/}"
 gh variable set DVC_S3_URL --repo "$repo" --body "$(output DvcRemoteUrl)"
 gh variable set SAM_ARTIFACTS_BUCKET --repo "$repo" --body "$(output ArtifactsBucketName)"

@@ -59,6 +59,7 @@ AWS = r"""#!/usr/bin/env bash
 case "$*" in
   *DeployRoleArn*) echo arn:aws:iam::123456789012:role/cola-serving-github-deploy ;;
   *ReportRoleArn*) echo arn:aws:iam::123456789012:role/cola-serving-github-pr-report ;;
+  *TrainRoleArn*) echo arn:aws:iam::123456789012:role/cola-serving-github-train ;;
   *EcrRepositoryUri*) echo 123456789012.dkr.ecr.eu-west-1.amazonaws.com/cola-serving ;;
   *DvcRemoteUrl*) echo s3://cola-dvc-123/dvc ;;
   *ArtifactsBucketName*) echo cola-artifacts-123 ;;
@@ -106,6 +107,7 @@ def test_protects_production_pins_the_oidc_subject_and_sets_the_variables_idempo
         "AWS_REGION": "eu-west-1",
         "AWS_DEPLOY_ROLE_ARN": "arn:aws:iam::123456789012:role/cola-serving-github-deploy",
         "AWS_REPORT_ROLE_ARN": "arn:aws:iam::123456789012:role/cola-serving-github-pr-report",
+        "AWS_TRAIN_ROLE_ARN": "arn:aws:iam::123456789012:role/cola-serving-github-train",
         "ECR_REPOSITORY": "cola-serving",
         "DVC_S3_URL": "s3://cola-dvc-123/dvc",
         "SAM_ARTIFACTS_BUCKET": "cola-artifacts-123",

@@ -4,13 +4,16 @@ constraints CloudFormation enforces before it changes anything."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import subprocess
 
 import pytest
+import yaml
 
 from app.telemetry import EMF_FUNCTION_VERSION, EMF_NAMESPACE, EMF_SERVER_ERRORS
+from tests.aws.awsenv import REPO_ROOT
 from tests.aws.templates import (
     BOOTSTRAP,
     CFN_LINT,
@@ -264,6 +267,89 @@ def test_report_role_trusts_only_pull_requests_and_the_deploy_gate_on_main(boots
     ]
 
 
+def _admits(patterns: list[str], subject: str) -> bool:
+    """IAM's StringLike: * matches any run of characters (slashes and colons too), ? one character."""
+    return any(fnmatch.fnmatchcase(subject, pattern) for pattern in patterns)
+
+
+TRAIN_ON = (
+    "repo:acme/cola:ref:refs/heads/{branch}:job_workflow_ref:acme/cola/.github/workflows/{file}@refs/heads/{branch}"
+)
+
+
+def test_train_role_trusts_only_train_yml_dispatched_on_a_branch_of_this_repository(bootstrap):
+    """train.yml runs by workflow_dispatch on a branch, so its subject is ref:refs/heads/<branch> with train.yml
+    at that branch; another workflow, a pull request, a tag and another repository are refused."""
+    statement = _trust(bootstrap, "TrainRole", {})
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+    condition = statement["Condition"]
+    assert {k: _sub(v, GITHUB) for k, v in condition["StringEquals"].items()} == {
+        "token.actions.githubusercontent.com:aud": "sts.amazonaws.com"
+    }
+    (key,) = condition["StringLike"]
+    assert key == "token.actions.githubusercontent.com:sub"
+    patterns = [_sub(v, GITHUB) for v in _list(condition["StringLike"][key])]
+    assert _admits(patterns, TRAIN_ON.format(branch="main", file="train.yml"))
+    assert _admits(patterns, TRAIN_ON.format(branch="exp/lr-sweep", file="train.yml"))
+    refused = [
+        TRAIN_ON.format(branch="main", file="deploy.yml"),
+        TRAIN_ON.format(branch="main", file="pr-report.yml"),
+        "repo:acme/cola:pull_request:job_workflow_ref:acme/cola/.github/workflows/train.yml@refs/pull/7/merge",
+        "repo:acme/cola:ref:refs/tags/v1:job_workflow_ref:acme/cola/.github/workflows/train.yml@refs/tags/v1",
+        "repo:acme/cola:environment:production:job_workflow_ref:acme/cola/.github/workflows/train.yml@refs/heads/main",
+        TRAIN_ON.format(branch="main", file="train.yml").replace("acme/cola", "evil/cola"),
+        TRAIN_ON.format(branch="main", file="train.yml").replace("acme/cola", "acme/cola-fork"),
+        # train.yml of this repository called from another repository's workflow (the subject names the caller)
+        "repo:evil/x:ref:refs/heads/main:job_workflow_ref:acme/cola/.github/workflows/train.yml@refs/heads/main",
+    ]
+    assert [s for s in refused if _admits(patterns, s)] == []
+
+
+def test_train_role_reads_and_writes_only_the_dvc_remote_and_deletes_nothing(bootstrap):
+    found = resources(bootstrap, GITHUB)
+    statements = _statements({"TrainRole": found["TrainRole"]})
+    s3 = [s for s in statements if any(a.startswith("s3:") for a in _list(s["Action"]))]
+    granted = {(a, json.dumps(r)) for s in s3 for a in _list(s["Action"]) for r in _list(s["Resource"])}
+    bucket, objects = {"Fn::GetAtt": ["DvcBucket", "Arn"]}, {"Fn::Sub": "${DvcBucket.Arn}/*"}
+    assert granted == {
+        ("s3:ListBucket", json.dumps(bucket)),
+        ("s3:GetObject", json.dumps(objects)),
+        ("s3:PutObject", json.dumps(objects)),
+    }
+    assert "ArtifactsBucket" not in json.dumps(statements)
+
+
+def test_train_role_launches_ec2_only_in_the_stacks_region(bootstrap):
+    """cml runner launch (terraform-provider-iterative): the mutating EC2 actions name only this region's ARNs;
+    the Describe calls, which IAM cannot scope to a resource, are limited to the region by condition."""
+    statements = _statements({"TrainRole": resources(bootstrap, GITHUB)["TrainRole"]})
+    ec2 = [s for s in statements if any(a.startswith("ec2:") for a in _list(s["Action"]))]
+    actions = {a for s in ec2 for a in _list(s["Action"])}
+    assert {"ec2:RunInstances", "ec2:TerminateInstances", "ec2:CreateTags", "ec2:RequestSpotInstances",
+            "ec2:ImportKeyPair", "ec2:CreateSecurityGroup", "ec2:DescribeInstances"} <= actions  # fmt: skip
+    for statement in ec2:
+        resources_ = _list(statement["Resource"])
+        if resources_ == ["*"]:
+            assert all(a.startswith("ec2:Describe") for a in _list(statement["Action"])), statement["Sid"]
+            assert statement["Condition"] == {"StringEquals": {"aws:RequestedRegion": {"Ref": "AWS::Region"}}}
+        else:
+            assert [_sub(r, {}) for r in resources_] == ["arn:${AWS::Partition}:ec2:${AWS::Region}:*:*"]
+    assert "iam:PassRole" not in json.dumps(statements)  # the instances get no role (no --cloud-permission-set)
+
+
+def test_train_role_sessions_last_as_long_as_the_workflow_asks(bootstrap):
+    """configure-aws-credentials' role-duration-seconds in train.yml must not exceed the role's maximum
+    (AssumeRoleWithWebIdentity fails), and must cover the experiment job's timeout (dvc exp push comes last)."""
+    maximum = resources(bootstrap, GITHUB)["TrainRole"]["Properties"]["MaxSessionDuration"]
+    train = yaml.safe_load((REPO_ROOT / ".github/workflows/train.yml").read_text())
+    for name, job in train["jobs"].items():
+        for step in job.get("steps", []):
+            if "configure-aws-credentials" in step.get("uses", ""):
+                seconds = int(step["with"]["role-duration-seconds"])
+                assert seconds <= maximum, name
+                assert seconds >= job["timeout-minutes"] * 60, name
+
+
 @pytest.mark.parametrize("create", ["true", "false"])
 def test_oidc_provider_is_created_only_when_asked(bootstrap, create):
     found = resources(bootstrap, {**GITHUB, "CreateOidcProvider": create})
@@ -303,6 +389,14 @@ UNSCOPABLE = {
     "logs:ListLogDeliveries",
     "logs:PutResourcePolicy",
     "logs:DescribeResourcePolicies",
+    # cml runner launch's lookups (the train role): EC2's Describe calls have no resource-level permissions
+    "ec2:DescribeImages",
+    "ec2:DescribeInstances",
+    "ec2:DescribeKeyPairs",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSpotInstanceRequests",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeVpcs",
 }
 
 
@@ -368,9 +462,10 @@ def test_ecr_repository_is_immutable_scanned_and_pruned(bootstrap):
 
 
 def test_bootstrap_outputs(bootstrap):
-    assert {"DeployRoleArn", "ReportRoleArn", "EcrRepositoryUri", "DvcRemoteUrl", "ArtifactsBucketName"} <= set(
-        bootstrap["Outputs"]
-    )
+    assert {
+        "DeployRoleArn", "ReportRoleArn", "TrainRoleArn", "EcrRepositoryUri", "DvcRemoteUrl", "ArtifactsBucketName",
+    } <= set(bootstrap["Outputs"])  # fmt: skip
+    assert bootstrap["Outputs"]["TrainRoleArn"]["Value"] == {"Fn::GetAtt": ["TrainRole", "Arn"]}
     assert set(bootstrap["Parameters"]) == {
         "GitHubOrg", "GitHubRepo", "ServingStackName", "EcrRepositoryName", "DvcBucketName", "CreateOidcProvider",
     }  # fmt: skip
