@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.aws.awsenv import REPO_ROOT
+from tests.aws.github_api import FakeGitHubApi
 
 pytestmark = pytest.mark.integration
 
@@ -207,6 +208,23 @@ def test_dispatch_of_a_version_deploys_exactly_its_commit(repo, tmp_path):
     repo.commit("retrained", **{"dvc.lock": lock("bbb")})
     status, out, log = repo.gate(tmp_path, **dispatch(repo, version="v1.0.0"), LIVE_SHA="whatever")
     assert status == 0 and out == {"deploy": "true", "register": "false", "sha": v1, "version": "v1.0.0"}, log
+
+
+@pytest.mark.parametrize("runs", [0, 1, 2])
+def test_dispatch_of_main_deploys_its_head_only_if_github_has_a_green_ci_push_run(repo, tmp_path, runs):
+    head = repo.git("rev-parse", "HEAD")
+    with FakeGitHubApi(runs={head: runs}) as github:
+        status, out, log = repo.gate(tmp_path, **dispatch(repo), GITHUB_API_URL=github.url, GITHUB_TOKEN="t0ken")
+    [(path, query, headers)] = github.asked
+    assert path == f"/repos/{REPO}/actions/workflows/ci.yml/runs"
+    assert query == {"head_sha": head, "branch": "main", "event": "push", "status": "success", "per_page": "1"}
+    assert headers["Authorization"] == "Bearer t0ken"
+    if runs == 0:
+        assert status == 1 and out == {}, log
+        assert f"::error::deploy refused: no successful ci run (push to main) for {head}" in log
+    else:
+        assert status == 0 and out == {"deploy": "true", "register": "true", "sha": head, "version": "v1.0.0"}, log
+        assert f"manual dispatch of main at {head}, ci green" in log
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from tests.aws.awsenv import DUMMY_AWS_ENV, REGION, REPO_ROOT
+from tests.aws.github_api import FakeGitHubApi
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from run_workflow_locally import Runner, install_stubs  # noqa: E402
@@ -112,27 +113,6 @@ class Tripwire(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
     do_GET = do_PUT = do_POST = do_HEAD = do_any
-
-    def log_message(self, *args):
-        pass
-
-
-class FakeGitHubApi(http.server.BaseHTTPRequestHandler):
-    """GitHub's REST API for the one question the deploy gate asks: successful ci runs for a commit."""
-
-    green: set[str] = set()
-    asked: list[str] = []
-
-    def do_GET(self):
-        FakeGitHubApi.asked.append(self.path)
-        sha = next(
-            (p.split("=", 1)[1] for p in self.path.split("?", 1)[-1].split("&") if p.startswith("head_sha=")), ""
-        )
-        body = json.dumps({"total_count": int(sha in FakeGitHubApi.green)}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
@@ -601,18 +581,17 @@ def test_dispatch_from_another_branch_is_refused(origin, tmp_path, account):
 
 def test_dispatch_on_main_deploys_only_a_commit_ci_passed_on_and_reuses_its_image(origin, tmp_path, account):
     sha = sh(origin, "git", "rev-parse", "main")
-    FakeGitHubApi.green, FakeGitHubApi.asked = set(), []
-    api = serve(FakeGitHubApi)
-    jobs, _ = run_deploy(origin, tmp_path, account, "workflow_dispatch", {}, api=api)
-    assert jobs["gate"].status == "failure" and f"no successful ci run (push to main) for {sha}" in jobs["gate"].log
-    assert jobs["deploy"].status == "skipped"
-    FakeGitHubApi.green = {sha}
-    jobs, log = run_deploy(origin, tmp_path, account, "workflow_dispatch", {}, api=api)
-    assert jobs["gate"].outputs["deploy"] == "true" and jobs["deploy"].status == "success"
-    assert ecr_tags() == [sha]
-    assert all("/actions/workflows/ci.yml/runs?" in path and "status=success" in path for path in FakeGitHubApi.asked)
-    # a dispatch always deploys, even what is live (e.g. after changing a repository variable); the image is reused
-    jobs, log = run_deploy(origin, tmp_path, account, "workflow_dispatch", {}, api=api)
+    with FakeGitHubApi() as github:
+        jobs, _ = run_deploy(origin, tmp_path, account, "workflow_dispatch", {}, api=github.url)
+        assert jobs["gate"].status == "failure" and f"no successful ci run (push to main) for {sha}" in jobs["gate"].log
+        assert jobs["deploy"].status == "skipped"
+        github.green = {sha}
+        jobs, log = run_deploy(origin, tmp_path, account, "workflow_dispatch", {}, api=github.url)
+        assert jobs["gate"].outputs["deploy"] == "true" and jobs["deploy"].status == "success"
+        assert ecr_tags() == [sha]
+        assert {path for path, _, _ in github.asked} == {f"/repos/{REPO}/actions/workflows/ci.yml/runs"}
+        # a dispatch always deploys, even what is live (e.g. after changing a repository variable); the image is reused
+        jobs, log = run_deploy(origin, tmp_path, account, "workflow_dispatch", {}, api=github.url)
     assert jobs["deploy"].status == "success"
     assert (
         "was pushed before (tags are immutable)"

@@ -1,0 +1,49 @@
+"""GitHub's REST API for the one question the deploy gate asks (scripts/deploy_gate.py `ci_succeeded_on`): the
+successful ci.yml runs of a commit. A stand-in over real HTTP on 127.0.0.1, because GitHub cannot exist here; it
+records every request (path and headers) so tests can check what the gate asked and how it authenticated."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import urllib.parse
+
+
+class FakeGitHubApi:
+    """`with FakeGitHubApi(green={sha}) as api:` serves at `api.url`; `total_count` is `runs[sha]` if given, else
+    1 for a green commit and 0 otherwise; `api.asked` holds (path, query, headers) of every request."""
+
+    def __init__(self, green: set[str] | None = None, runs: dict[str, int] | None = None):
+        self.green = set(green or ())
+        self.runs = dict(runs or {})
+        self.asked: list[tuple[str, dict[str, str], dict[str, str]]] = []
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                path, _, query = self.path.partition("?")
+                fields = dict(urllib.parse.parse_qsl(query))
+                api.asked.append((path, fields, dict(self.headers)))
+                sha = fields.get("head_sha", "")
+                count = api.runs.get(sha, int(sha in api.green))
+                body = json.dumps({"total_count": count, "workflow_runs": []}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> FakeGitHubApi:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
