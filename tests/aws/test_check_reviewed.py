@@ -4,12 +4,14 @@ missing outputs, not the pushed ones (issue 19: the PR check pulled ~414 MB on e
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import boto3
 import pytest
+import yaml
 
 from tests.aws.awsenv import REPO_ROOT
 from tests.aws.test_dvc_remote import BUCKET, OUTPUTS, dvc, pipeline_repo, use_s3, wipe  # noqa: F401 (fixture)
@@ -63,3 +65,141 @@ def test_pr_check_fails_on_a_stale_stage_without_the_data(pipeline_repo, aws_env
     assert done.returncode == 1
     assert "::error::dvc.lock is stale: `dvc repro` would change it (stages: build)" in done.stdout
     assert "build: build.py modified" in done.stdout and downloaded(pipeline_repo) == []
+
+
+# ---- `bundle` (the deploy) and what git alone shows (`pr --no-remote`), on a repo with a directory bundle ----
+
+BUILD = """\
+from pathlib import Path
+
+import yaml
+
+threshold = yaml.safe_load(open("params.yaml"))["threshold"]
+bundle = Path("artifacts/bundle")
+(bundle / "tokenizer").mkdir(parents=True, exist_ok=True)
+(bundle / "model.onnx").write_bytes(b"onnx" * 100)
+(bundle / "tokenizer" / "vocab.txt").write_text("[PAD]\\nthe\\n")
+(bundle / "manifest.json").write_text('{"threshold": %s}' % threshold)
+"""
+
+BUNDLE_DVC_YAML = """\
+stages:
+  build:
+    cmd: python build.py
+    deps: [build.py]
+    params: [threshold]
+    outs: [artifacts/bundle]
+  report:
+    cmd: ls -R artifacts/bundle > report.txt
+    deps: [artifacts/bundle]
+    outs: [report.txt]
+"""
+
+
+@pytest.fixture(scope="module")
+def bundle_template(tmp_path_factory) -> Path:
+    """Built once (DVC's own md5s in dvc.lock, a *.dvc-tracked folder in a subfolder); each test edits a copy."""
+    repo = tmp_path_factory.mktemp("bundle") / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=repo, check=True)
+    dvc(repo, "init", "-q")
+    (repo / "build.py").write_text(BUILD)
+    (repo / "params.yaml").write_text("threshold: 0.5\n")
+    (repo / "dvc.yaml").write_text(BUNDLE_DVC_YAML)
+    (repo / "inputs" / "raw").mkdir(parents=True)
+    (repo / "inputs" / "raw" / "a.tsv").write_text("x\t1\n")
+    dvc(repo, "add", "-q", "inputs/raw")
+    dvc(repo, "repro", "-q")
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "pipeline"], cwd=repo, check=True)
+    return repo
+
+
+@pytest.fixture
+def bundle_repo(bundle_template, tmp_path) -> Path:
+    return Path(shutil.copytree(bundle_template, tmp_path / "repo", symlinks=True))
+
+
+def locked_md5(repo: Path, path: str = "artifacts/bundle") -> str:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return next(out["md5"] for out in lock["stages"]["build"]["outs"] if out["path"] == path)
+
+
+def reviewed(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    script = REPO_ROOT / "scripts" / "check_reviewed.py"
+    return subprocess.run([sys.executable, str(script), *args], cwd=repo, capture_output=True, text=True)
+
+
+def test_bundle_check_accepts_the_bundle_dvc_lock_records(bundle_repo):
+    (bundle_repo / "artifacts" / "bundle" / "empty").mkdir()  # DVC hashes files only: an empty folder is no change
+    done = reviewed(bundle_repo, "bundle")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == f"check_reviewed: artifacts/bundle matches dvc.lock ({locked_md5(bundle_repo)})\n"
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda b: (b / "tokenizer" / "vocab.txt").write_text("[PAD]\nthe\na\n"),  # a nested file's bytes
+        lambda b: (b / "extra.txt").write_text("x"),  # a file more
+        lambda b: (b / "manifest.json").unlink(),  # a file less
+        lambda b: (b / "tokenizer" / "vocab.txt").rename(b / "vocab.txt"),  # same bytes, another place
+    ],
+    ids=["bytes", "added", "removed", "moved"],
+)
+def test_bundle_check_refuses_any_other_bundle(bundle_repo, edit):
+    edit(bundle_repo / "artifacts" / "bundle")
+    done = reviewed(bundle_repo, "bundle")
+    locked = locked_md5(bundle_repo)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("::error::artifacts/bundle is not the bundle this commit's dvc.lock records: md5 ")
+    assert first.endswith(f".dir != {locked} -- refusing to deploy")
+    # the md5 it names is DVC's own for the edited folder: `dvc commit` records exactly that
+    actual = first.split("md5 ", 1)[1].split(" != ", 1)[0]
+    dvc(bundle_repo, "commit", "-f", "-q", "build")
+    assert locked_md5(bundle_repo) == actual != locked
+
+
+def test_bundle_check_names_a_missing_bundle_and_locked_only_needs_none(bundle_repo):
+    shutil.rmtree(bundle_repo / "artifacts" / "bundle")
+    locked = locked_md5(bundle_repo)
+    done = reviewed(bundle_repo, "bundle")
+    assert done.returncode == 1 and done.stdout == (
+        f"::error::artifacts/bundle is missing: `dvc pull` did not fetch the bundle that dvc.lock records ({locked})\n"
+    )
+    done = reviewed(bundle_repo, "bundle", "--locked-only")
+    assert done.returncode == 0 and done.stdout == f"check_reviewed: dvc.lock records artifacts/bundle as {locked}\n"
+
+
+@pytest.mark.parametrize("args", [[], ["--locked-only"]])
+def test_bundle_check_refuses_a_path_dvc_lock_does_not_record(bundle_repo, args):
+    done = reviewed(bundle_repo, "bundle", "--path", "artifacts/other", *args)
+    assert done.returncode == 1 and done.stdout == (
+        "::error::artifacts/other is not an output recorded in dvc.lock: nothing to verify the deploy against; "
+        "refusing to deploy\n"
+    )
+
+
+def test_outputs_of_dvc_files_count_relative_to_their_folder(bundle_repo):
+    recorded = yaml.safe_load((bundle_repo / "inputs" / "raw.dvc").read_text())["outs"][0]["md5"]
+    done = reviewed(bundle_repo, "bundle", "--path", "inputs/raw")
+    assert done.returncode == 0 and done.stdout == f"check_reviewed: inputs/raw matches dvc.lock ({recorded})\n"
+
+
+def test_without_a_remote_only_git_visible_staleness_is_reported(bundle_repo):
+    shutil.rmtree(bundle_repo / "artifacts" / "bundle")  # what a fork PR's CI has: no outputs, no cache
+    (bundle_repo / "report.txt").unlink()
+    shutil.rmtree(bundle_repo / ".dvc" / "cache")
+    done = reviewed(bundle_repo, "pr", "--no-remote")
+    assert done.returncode == 0 and [line.split(":", 3)[:3] for line in done.stdout.splitlines()] == [
+        ["", "", "warning"]  # only the fork notice: absent outputs (and report's absent dep) are not staleness
+    ]
+    (bundle_repo / "params.yaml").write_text("threshold: 0.7\n")
+    (bundle_repo / "build.py").write_text(BUILD + "# edited, not re-run\n")
+    done = reviewed(bundle_repo, "pr", "--no-remote")
+    warnings = done.stdout.splitlines()
+    assert done.returncode == 0 and len(warnings) == 2, done.stdout
+    assert warnings[0] == "::warning::dvc.lock is stale for build: build.py modified, params.yaml modified"
+    assert warnings[1].startswith("::warning::fork PR: no access to the DVC remote")
