@@ -124,7 +124,7 @@ def dir_md5(path: Path) -> str:
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
 
 
-def check_bundle(root: Path, bundle: str, locked_only: bool = False) -> None:
+def check_bundle(root: Path, bundle: str, locked_only: bool) -> None:
     locked = tracked_outputs(root).get(bundle)
     if locked is None:
         raise CheckError(

@@ -27,6 +27,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 MAIN = "refs/heads/main"
@@ -81,7 +82,8 @@ def bundle_md5(rev: str) -> str | None:
 def image_changes(live: str, sha: str) -> list[str]:
     """What between the live commit and `sha` can change the deployed image or its deployment."""
     changed = git("diff", "--name-only", live, sha).split()
-    hits = [path for path in changed if any(path == p or path.startswith(p) for p in IMAGE_INPUTS)]
+    # a folder (ending in /) covers what is under it, a file only itself (not docker/Dockerfile.lambda.orig)
+    hits = [path for path in changed if any(path.startswith(p) if p.endswith("/") else path == p for p in IMAGE_INPUTS)]
     if bundle_md5(live) != bundle_md5(sha):
         hits.append(f"dvc.lock: {BUNDLE}")
     return hits
@@ -139,8 +141,12 @@ def ci_succeeded_on(sha: str) -> bool:
             "Accept": "application/vnd.github+json",
         },
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response).get("total_count", 0) > 0
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response).get("total_count", 0) > 0
+    except (urllib.error.URLError, TimeoutError, ValueError) as exc:  # HTTPError is a URLError; ValueError: not JSON
+        where = url.split("?")[0]
+        raise Refused(f"deploy refused: could not ask GitHub whether ci passed on {sha} ({where}): {exc}") from None
 
 
 def decide(env: dict) -> dict:

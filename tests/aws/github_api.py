@@ -12,11 +12,13 @@ import urllib.parse
 
 class FakeGitHubApi:
     """`with FakeGitHubApi(green={sha}) as api:` serves at `api.url`; `total_count` is `runs[sha]` if given, else
-    1 for a green commit and 0 otherwise; `api.asked` holds (path, query, headers) of every request."""
+    1 for a green commit and 0 otherwise; `api.asked` holds (path, query, headers) of every request. With `status`
+    (e.g. 401) it answers as GitHub does when the token is refused."""
 
-    def __init__(self, green: set[str] | None = None, runs: dict[str, int] | None = None):
+    def __init__(self, green: set[str] | None = None, runs: dict[str, int] | None = None, status: int = 200):
         self.green = set(green or ())
         self.runs = dict(runs or {})
+        self.status = status
         self.asked: list[tuple[str, dict[str, str], dict[str, str]]] = []
         api = self
 
@@ -27,8 +29,11 @@ class FakeGitHubApi:
                 api.asked.append((path, fields, dict(self.headers)))
                 sha = fields.get("head_sha", "")
                 count = api.runs.get(sha, int(sha in api.green))
-                body = json.dumps({"total_count": count, "workflow_runs": []}).encode()
-                self.send_response(200)
+                answer = {"total_count": count, "workflow_runs": []}
+                if api.status != 200:
+                    answer = {"message": "Bad credentials"}
+                body = json.dumps(answer).encode()
+                self.send_response(api.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -115,6 +115,10 @@ def test_an_image_change_that_never_deployed_is_deployed_by_the_next_docs_only_c
         ({"docker__Dockerfile.lambda": "x\n"}, True),
         ({"docker__requirements-lambda.txt": "x\n"}, True),
         ({".github__workflows__deploy.yml": "x\n"}, True),
+        ({".dockerignore": "x\n"}, True),
+        ({"docker__fetch-wheels.sh": "x\n"}, True),
+        # a file input covers only itself; a folder input only what is under it
+        ({"docker__Dockerfile.lambda.orig": "x\n", "deploy__template.yaml.bak": "x\n", "app.md": "x\n"}, False),
     ],
 )
 def test_deploys_exactly_when_an_input_of_the_image_or_its_deployment_differs_from_live(
@@ -124,6 +128,8 @@ def test_deploys_exactly_when_an_input_of_the_image_or_its_deployment_differs_fr
     head = repo.commit("change", **change)
     status, out, log = repo.gate(tmp_path, **ci_run(head), LIVE_SHA=live)
     assert status == 0 and out["deploy"] == str(deploys).lower(), log
+    if not deploys:  # nothing to register either
+        assert out == {"deploy": "false", "register": "false", "sha": head, "version": ""}, log
 
 
 def test_nothing_live_deploys(repo, tmp_path):
@@ -135,7 +141,7 @@ def test_nothing_live_deploys(repo, tmp_path):
 def test_the_live_commit_itself_is_not_redeployed(repo, tmp_path):
     head = repo.git("rev-parse", "HEAD")
     _, out, log = repo.gate(tmp_path, **ci_run(head), LIVE_SHA=head)
-    assert out["deploy"] == "false" and "it is what is live" in log
+    assert out == {"deploy": "false", "register": "false", "sha": head, "version": ""} and "it is what is live" in log
 
 
 @pytest.mark.parametrize("live", ["unknown", "diverged"])
@@ -167,7 +173,7 @@ def test_each_ci_condition_alone_stops_a_deploy(repo, tmp_path, changed):
     _, out, _ = repo.gate(tmp_path, **ci_run(head), LIVE_SHA=live)
     assert out["deploy"] == "true"  # the baseline deploys: only `changed` differs below
     status, out, log = repo.gate(tmp_path, **ci_run(head, **changed), LIVE_SHA=live)
-    assert status == 0 and out["deploy"] == "false", log
+    assert status == 0 and out == {"deploy": "false", "register": "false", "sha": head, "version": ""}, log
     assert "only a successful push to main of this repository deploys" in log
 
 
@@ -227,11 +233,23 @@ def test_dispatch_of_main_deploys_its_head_only_if_github_has_a_green_ci_push_ru
         assert f"manual dispatch of main at {head}, ci green" in log
 
 
+def test_dispatch_of_main_is_refused_in_one_line_when_github_cannot_answer(repo, tmp_path):
+    head = repo.git("rev-parse", "HEAD")
+    with FakeGitHubApi(green={head}, status=401) as github:
+        status, out, log = repo.gate(tmp_path, **dispatch(repo), GITHUB_API_URL=github.url, GITHUB_TOKEN="t0ken")
+    assert status == 1 and out == {} and "Traceback" not in log, log
+    assert log.strip() == (
+        f"::error::deploy refused: could not ask GitHub whether ci passed on {head} "
+        f"({github.url}/repos/{REPO}/actions/workflows/ci.yml/runs): HTTP Error 401: Unauthorized"
+    )
+
+
 @pytest.mark.parametrize(
     "ref, version, error",
     [
         ("refs/heads/feature", "", "dispatched on refs/heads/feature; only refs/heads/main deploys"),
         ("refs/heads/feature", "v1.0.0", "dispatched on refs/heads/feature; only refs/heads/main deploys"),
+        ("refs/tags/v1.0.0", "", "dispatched on refs/tags/v1.0.0; only refs/heads/main deploys"),  # sorts after main
         ("refs/heads/main", "v9.9.9", "cola-classifier@v9.9.9 is not a registered version"),
         ("refs/heads/main", "latest", "cola-classifier@latest is not a registered version"),
         ("refs/heads/main", "v2.0.0", "cola-classifier@v2.0.0 is on "),
@@ -261,7 +279,8 @@ def test_after_a_rollback_automatic_deploys_hold_until_a_deliberate_one(repo, tm
     # v1.1.0 misbehaves: a person rolls back (the tag push dispatches deploy.yml with v1.0.0, which goes live)
     repo.gto("assign", "cola-classifier", "--version", "v1.0.0", "--stage", "prod", "--force")
     _, out, log = repo.gate(tmp_path, **ci_run(head), LIVE_SHA=v1)
-    assert out["deploy"] == "false" and "prod was rolled back to v1.0.0 (newest: v1.1.0)" in log
+    assert out == {"deploy": "false", "register": "false", "sha": head, "version": ""}, log
+    assert "prod was rolled back to v1.0.0 (newest: v1.1.0)" in log
     status, out, _ = repo.gate(tmp_path, **dispatch(repo, version="v1.0.0"))
     assert status == 0 and out["deploy"] == "true" and out["sha"] == v1  # a rollback itself is never held
     # promoting v1.1.0 again (what the release job does after a deliberate deploy of main) lifts the hold
@@ -290,3 +309,26 @@ def test_the_registry_of_this_repository(repo):
     repo.gto("assign", "cola-classifier", "--version", "v1.0.0", "--stage", "prod")
     assert repo.gto("show", "cola-classifier#prod", "--ref").strip() == "cola-classifier@v1.0.0"
     assert "assignment" in repo.gto("history", "cola-classifier")
+
+
+def commit_whose_hash(repo: Repo, sorts: str, than: str) -> str:
+    """An empty commit whose hash sorts before or after `than` (a few tries: each hash is a coin flip)."""
+    for attempt in range(64):
+        sha = repo.commit(f"retrained {sorts} {attempt}")
+        if (sha > than) == (sorts == "after"):
+            return sha
+    raise AssertionError("64 commits, none on the wanted side")
+
+
+def test_a_rollback_is_recognised_by_the_prod_commit_and_semver_not_by_text_order(repo, tmp_path):
+    """The prod assignment is matched to its version by commit identity, and "newest" is semver (v1.11.0 > v1.9.0,
+    which text order gets wrong); versions sit on commits whose hashes sort on both sides of prod's."""
+    prod = repo.git("rev-parse", "HEAD")
+    repo.gto("register", "cola-classifier", prod, "--version", "v1.9.0")
+    repo.gto("register", "cola-classifier", commit_whose_hash(repo, "after", prod), "--version", "v1.10.0")
+    repo.gto("register", "cola-classifier", commit_whose_hash(repo, "before", prod), "--version", "v1.11.0")
+    repo.gto("assign", "cola-classifier", "--version", "v1.11.0", "--stage", "prod")
+    repo.gto("assign", "cola-classifier", "--version", "v1.9.0", "--stage", "prod")  # the rollback
+    head = repo.commit("image change", **{"app__main.py": "v2\n"})
+    _, out, log = repo.gate(tmp_path, **ci_run(head), LIVE_SHA=prod)
+    assert out["deploy"] == "false" and "prod was rolled back to v1.9.0 (newest: v1.11.0)" in log, log
