@@ -65,7 +65,7 @@ def not_in_remote(remote: str) -> list[str]:
 
 
 def stale_stages(root: Path) -> dict[str, list[str]]:
-    """Stages whose git-visible deps (code, params) changed since dvc.lock was written: stage -> 'path state'.
+    """Stages whose command or git-visible deps (code, params) changed since dvc.lock was written: stage -> 'what'.
 
     Without the data, `dvc status` also reports every output and every dep that is another stage's output (or a
     *.dvc-tracked path) as deleted; that is absence, not staleness, so those are left out."""
@@ -74,7 +74,9 @@ def stale_stages(root: Path) -> dict[str, list[str]]:
     stale: dict[str, list[str]] = {}
     for stage, changes in status.items():
         for change in changes:
-            if not isinstance(change, dict):
+            if change == "changed command":  # dvc.yaml's cmd is not the one dvc.lock recorded
+                stale.setdefault(stage, []).append("cmd changed")
+            if not isinstance(change, dict):  # that, or "always changed" (not evidence of anything)
                 continue
             for path, state in (change.get("changed deps") or {}).items():
                 if path not in outputs and state != "deleted":

@@ -58,7 +58,7 @@ stages:
     outs: [artifacts/bundle]
   report:
     cmd: ls -R artifacts/bundle > report.txt
-    deps: [artifacts/bundle]
+    deps: [artifacts/bundle, notes.txt]
     outs: [report.txt]
 """
 
@@ -74,6 +74,13 @@ def bundle_template(tmp_path_factory) -> Path:
     (repo / "build.py").write_text(BUILD)
     (repo / "params.yaml").write_text("threshold: 0.5\n")
     (repo / "dvc.yaml").write_text(BUNDLE_DVC_YAML)
+    (repo / "notes.txt").write_text("a dep outside git and DVC, like data on a shared drive\n")
+    (repo / ".gitignore").write_text("/notes.txt\n")
+    # an output DVC does not cache (its bytes are in git): not a tracked output
+    (repo / "card.txt").write_text("card\n")
+    (repo / "card.txt.dvc").write_text(
+        "outs:\n- md5: 4c8cc118326d90e9e56019bac1dc0671\n  size: 5\n  hash: md5\n  path: card.txt\n  cache: false\n"
+    )
     (repo / "inputs" / "raw").mkdir(parents=True)
     (repo / "inputs" / "raw" / "a.tsv").write_text("x\t1\n")
     dvc(repo, "add", "-q", "inputs/raw")
@@ -107,8 +114,10 @@ def test_bundle_check_accepts_the_bundle_dvc_lock_records(bundle_repo):
         lambda b: (b / "extra.txt").write_text("x"),  # a file more
         lambda b: (b / "manifest.json").unlink(),  # a file less
         lambda b: (b / "tokenizer" / "vocab.txt").rename(b / "vocab.txt"),  # same bytes, another place
+        # DVC's md5 of this one sorts after the recorded one (the others' before): the check is equality, not order
+        lambda b: (b / "manifest.json").write_text('{"threshold": 0.6}'),
     ],
-    ids=["bytes", "added", "removed", "moved"],
+    ids=["bytes", "added", "removed", "moved", "sorts-after"],
 )
 def test_bundle_check_refuses_any_other_bundle(bundle_repo, edit):
     edit(bundle_repo / "artifacts" / "bundle")
@@ -148,12 +157,15 @@ def test_outputs_of_dvc_files_count_relative_to_their_folder(bundle_repo):
     recorded = yaml.safe_load((bundle_repo / "inputs" / "raw.dvc").read_text())["outs"][0]["md5"]
     done = reviewed(bundle_repo, "bundle", "--path", "inputs/raw")
     assert done.returncode == 0 and done.stdout == f"check_reviewed: inputs/raw matches dvc.lock ({recorded})\n"
+    done = reviewed(bundle_repo, "bundle", "--path", "card.txt")  # cache: false
+    assert done.returncode == 1 and "::error::card.txt is not an output recorded in dvc.lock" in done.stdout
 
 
 def test_without_a_remote_only_git_visible_staleness_is_reported(bundle_repo):
     shutil.rmtree(bundle_repo / "artifacts" / "bundle")  # what a fork PR's CI has: no outputs, no cache
     (bundle_repo / "report.txt").unlink()
     shutil.rmtree(bundle_repo / ".dvc" / "cache")
+    (bundle_repo / "notes.txt").unlink()  # not in git: absent in CI, which is not staleness either
     done = reviewed(bundle_repo, "pr", "--no-remote")
     assert done.returncode == 0 and [line.split(":", 3)[:3] for line in done.stdout.splitlines()] == [
         ["", "", "warning"]  # only the fork notice: absent outputs (and report's absent dep) are not staleness
@@ -165,6 +177,9 @@ def test_without_a_remote_only_git_visible_staleness_is_reported(bundle_repo):
     assert done.returncode == 0 and len(warnings) == 2, done.stdout
     assert warnings[0] == "::warning::dvc.lock is stale for build: build.py modified, params.yaml modified"
     assert warnings[1].startswith("::warning::fork PR: no access to the DVC remote")
+    (bundle_repo / "dvc.yaml").write_text(BUNDLE_DVC_YAML.replace("ls -R artifacts/bundle", "ls -lR artifacts/bundle"))
+    done = reviewed(bundle_repo, "pr", "--no-remote")
+    assert "::warning::dvc.lock is stale for report: cmd changed\n" in done.stdout, done.stdout
 
 
 # ---- `pr --remote`: what the remote lacks, and staleness, with a moto S3 remote

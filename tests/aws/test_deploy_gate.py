@@ -197,6 +197,9 @@ def test_model_version_first_same_bundle_and_new_bundle(repo, tmp_path):
     back = repo.commit("git revert of the model", **{"dvc.lock": lock("aaa")})
     _, out, _ = repo.gate(tmp_path, **ci_run(back), LIVE_SHA=new_bundle)
     assert (out["version"], out["register"]) == ("v1.0.0", "false")  # that bundle is v1.0.0 already
+    newest = repo.commit("retrained again", **{"dvc.lock": lock("ccc")})
+    _, out, _ = repo.gate(tmp_path, **ci_run(newest), LIVE_SHA=back)
+    assert (out["version"], out["register"]) == ("v1.2.0", "true")  # the newest version's next minor
 
 
 def dispatch(repo: Repo, ref: str = "refs/heads/main", version: str = "") -> dict[str, str]:
