@@ -177,7 +177,9 @@ def test_without_a_remote_only_git_visible_staleness_is_reported(bundle_repo):
     assert done.returncode == 0 and len(warnings) == 2, done.stdout
     assert warnings[0] == "::warning::dvc.lock is stale for build: build.py modified, params.yaml modified"
     assert warnings[1].startswith("::warning::fork PR: no access to the DVC remote")
-    (bundle_repo / "dvc.yaml").write_text(BUNDLE_DVC_YAML.replace("ls -R artifacts/bundle", "ls -lR artifacts/bundle"))
+    # a changed command, in a stage DVC also reports as "always changed" (which it lists first, and which says nothing)
+    edited = BUNDLE_DVC_YAML.replace("cmd: ls -R", "always_changed: true\n    cmd: ls -lR")
+    (bundle_repo / "dvc.yaml").write_text(edited)
     done = reviewed(bundle_repo, "pr", "--no-remote")
     assert "::warning::dvc.lock is stale for report: cmd changed\n" in done.stdout, done.stdout
 
