@@ -7,8 +7,8 @@
 `pr` downloads nothing: `dvc data status --not-in-remote -r REMOTE` lists the outputs recorded in dvc.lock and
 *.dvc that are not in the remote (DVC asks the remote which objects exist; a directory counts as pushed when its
 `.dir` manifest is there, which `dvc push` uploads last), and fails on any (the author ran the pipeline but never ran
-`dvc push`). Then it fails when dvc.lock is stale in what git shows without the data: a stage whose code or params
-changed since dvc.lock was written (`dvc status`; deps that are other stages' outputs, absent here, are not
+`dvc push`). Then it fails when dvc.lock is stale in what git shows without the data: a stage whose command, code or
+params changed since dvc.lock was written (`dvc status`; deps that are other stages' outputs, absent here, are not
 evidence). Either way the author fixes it on their machine; CI never retrains. `bundle` (the deploy, which does pull
 the bundle) recomputes DVC's md5 of artifacts/bundle and compares it with dvc.lock, so the image is built from
 exactly the bundle the merged commit records, whatever the remote or workspace holds. Errors are one `::error::`
