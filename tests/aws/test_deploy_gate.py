@@ -314,22 +314,22 @@ def test_the_registry_of_this_repository(repo):
     assert "assignment" in repo.gto("history", "cola-classifier")
 
 
-def commit_whose_hash(repo: Repo, sorts: str, than: str) -> str:
-    """An empty commit whose hash sorts before or after `than` (a few tries: each hash is a coin flip)."""
-    for attempt in range(64):
-        sha = repo.commit(f"retrained {sorts} {attempt}")
-        if (sha > than) == (sorts == "after"):
+def commit_whose_hash(repo: Repo, wanted, tries: int = 64) -> str:
+    """Empty commits until one's hash satisfies `wanted` (each try is a coin flip of at least 1/4 below)."""
+    for attempt in range(tries):
+        sha = repo.commit(f"retrained {attempt}")
+        if wanted(sha):
             return sha
-    raise AssertionError("64 commits, none on the wanted side")
+    raise AssertionError(f"{tries} commits, none with the wanted hash")
 
 
 def test_a_rollback_is_recognised_by_the_prod_commit_and_semver_not_by_text_order(repo, tmp_path):
     """The prod assignment is matched to its version by commit identity, and "newest" is semver (v1.11.0 > v1.9.0,
     which text order gets wrong); versions sit on commits whose hashes sort on both sides of prod's."""
-    prod = repo.git("rev-parse", "HEAD")
+    prod = commit_whose_hash(repo, lambda sha: "4" <= sha < "c")  # mid-range: both sides stay likely
     repo.gto("register", "cola-classifier", prod, "--version", "v1.9.0")
-    repo.gto("register", "cola-classifier", commit_whose_hash(repo, "after", prod), "--version", "v1.10.0")
-    repo.gto("register", "cola-classifier", commit_whose_hash(repo, "before", prod), "--version", "v1.11.0")
+    repo.gto("register", "cola-classifier", commit_whose_hash(repo, lambda sha: sha > prod), "--version", "v1.10.0")
+    repo.gto("register", "cola-classifier", commit_whose_hash(repo, lambda sha: sha < prod), "--version", "v1.11.0")
     repo.gto("assign", "cola-classifier", "--version", "v1.11.0", "--stage", "prod")
     repo.gto("assign", "cola-classifier", "--version", "v1.9.0", "--stage", "prod")  # the rollback
     head = repo.commit("image change", **{"app__main.py": "v2\n"})
