@@ -11,12 +11,11 @@ import urllib.parse
 
 
 class FakeGitHubApi:
-    """`with FakeGitHubApi(green={sha}) as api:` serves at `api.url`; `total_count` is `runs[sha]` if given, else
-    1 for a green commit and 0 otherwise; `api.asked` holds (path, query, headers) of every request. With `status`
+    """`with FakeGitHubApi(runs={sha: 1}) as api:` serves at `api.url`; `total_count` is `runs.get(sha, 0)` (the
+    successful ci push runs of that commit); `api.asked` holds (path, query, headers) of every request. With `status`
     (e.g. 401) it answers as GitHub does when the token is refused."""
 
-    def __init__(self, green: set[str] | None = None, runs: dict[str, int] | None = None, status: int = 200):
-        self.green = set(green or ())
+    def __init__(self, runs: dict[str, int] | None = None, status: int = 200):
         self.runs = dict(runs or {})
         self.status = status
         self.asked: list[tuple[str, dict[str, str], dict[str, str]]] = []
@@ -27,11 +26,8 @@ class FakeGitHubApi:
                 path, _, query = self.path.partition("?")
                 fields = dict(urllib.parse.parse_qsl(query))
                 api.asked.append((path, fields, dict(self.headers)))
-                sha = fields.get("head_sha", "")
-                count = api.runs.get(sha, int(sha in api.green))
-                answer = {"total_count": count, "workflow_runs": []}
-                if api.status != 200:
-                    answer = {"message": "Bad credentials"}
+                runs = {"total_count": api.runs.get(fields.get("head_sha", ""), 0), "workflow_runs": []}
+                answer = runs if api.status == 200 else {"message": "Bad credentials"}
                 body = json.dumps(answer).encode()
                 self.send_response(api.status)
                 self.send_header("Content-Type", "application/json")

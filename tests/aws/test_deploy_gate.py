@@ -238,7 +238,7 @@ def test_dispatch_of_main_deploys_its_head_only_if_github_has_a_green_ci_push_ru
 
 def test_dispatch_of_main_is_refused_in_one_line_when_github_cannot_answer(repo, tmp_path):
     head = repo.git("rev-parse", "HEAD")
-    with FakeGitHubApi(green={head}, status=401) as github:
+    with FakeGitHubApi(runs={head: 1}, status=401) as github:
         status, out, log = repo.gate(tmp_path, **dispatch(repo), GITHUB_API_URL=github.url, GITHUB_TOKEN="t0ken")
     assert status == 1 and out == {} and "Traceback" not in log, log
     assert log.strip() == (
