@@ -21,8 +21,11 @@ help:
 	@echo "make lint       every pre-commit hook on every file (ruff, format, mypy, actionlint, shellcheck, ...)"
 	@echo "make mutation   mutation testing of the release gates and input guards (mutation.toml; hours: a pytest run per mutant)"
 
+# The pins first (requirements.txt), then the project itself as an editable package (pyproject.toml), so that
+# `python -m cola...`, `python -m scripts...` and `cola-serve` import it from any directory.
 setup:
 	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps -e .
 
 setup-dev:
 	PYTHON=$(PYTHON) bash .ci/install.sh
@@ -79,7 +82,7 @@ lint:
 # `make setup-dev`); fails when a module keeps less than mutation.toml's min_score. Weekly in .github/workflows/mutation.yml.
 MUTATION_REPORT ?= docs/mutation.md
 mutation:
-	$(PYTHON) scripts/mutation.py --write $(MUTATION_REPORT) $(ARGS)
+	$(PYTHON) -m scripts.mutation --write $(MUTATION_REPORT) $(ARGS)
 
 monitor:
 	$(PYTHON) -m stages.monitor
@@ -88,7 +91,7 @@ serve:
 	COLA_BUNDLE_DIR=artifacts/bundle $(PYTHON) -m app --port 8000
 
 bench-serving:
-	$(PYTHON) scripts/bench_serving.py --bundle artifacts/bundle --out reports/serving/bench.json
+	$(PYTHON) -m scripts.bench_serving --bundle artifacts/bundle --out reports/serving/bench.json
 
 images:
 	bash docker/fetch-wheels.sh

@@ -51,6 +51,7 @@ else
 fi
 
 "${PYTHON:-python3}" -m pip install -q -r requirements-dev.txt
+"${PYTHON:-python3}" -m pip install -q --no-deps -e .  # the project itself (pyproject.toml); the pins are above
 
 # Template tools (make lint, tests/aws/test_templates.py, tests/serving/test_sam_local.py), each in its own venv:
 # aws-sam-cli pins boto3 and a newer cfn-lint/aws-sam-translator than moto's, checkov pins older boto3/botocore.

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.predictor import Encoded
+from runtime.predictor import Encoded
 
 SMOOTHING = 0.3  # weight of the newest model call in the tokens/s estimate
 

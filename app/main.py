@@ -17,11 +17,11 @@ from fastapi import FastAPI
 
 from app.errors import add_error_handlers
 from app.middleware import BodyLimit, RequestTelemetry, ShedWhenBusy
-from app.predictor import BundlePredictor
 from app.routes import build_router
 from app.service import PredictionService
 from app.settings import Settings
 from app.telemetry import log_event, setup_logging
+from runtime.predictor import BundlePredictor
 
 # The inference thread needs the GIL for a moment around each ONNX Runtime call; under a flood of requests the
 # event loop holds it, and at Python's default 5 ms switch interval the model then waits more than it computes

@@ -58,6 +58,14 @@ async def _answer(service: PredictionService, request: Request, texts: list[str]
 
 def build_router(settings: Settings) -> APIRouter:
     router = APIRouter()
+    add_predict_routes(router, settings)
+    add_status_routes(router, settings.expose_metrics)
+    add_pages(router, settings.expose_docs)
+    return router
+
+
+def add_predict_routes(router: APIRouter, settings: Settings) -> None:
+    """POST /predict (JSON body) and GET /predict?text=..., with the limits of `settings` in their schemas."""
     body_schema = request_schema(settings).model_json_schema()
     request_body = {"required": True, "content": {"application/json": {"schema": body_schema}}}
 
@@ -87,6 +95,10 @@ def build_router(settings: Settings) -> APIRouter:
         check_query(request.scope["query_string"])
         return await _answer(service, request, check_sentences([text], settings))
 
+
+def add_status_routes(router: APIRouter, expose_metrics: bool) -> None:
+    """/health, /ready, /model and (when exposed on this port) /metrics."""
+
     @router.get("/health", summary="Liveness")
     async def health():
         return {"status": "ok"}
@@ -110,19 +122,22 @@ def build_router(settings: Settings) -> APIRouter:
             return error_response(request, 404, "no_model_card", message)
         return service.predictor.card
 
-    if settings.expose_metrics:  # else 404; the image serves them on COLA_METRICS_PORT (app/__main__.py)
+    if expose_metrics:  # else 404; the image serves them on COLA_METRICS_PORT (app/__main__.py)
 
         @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
         async def prometheus_metrics(service: Service):
             return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    html, headers = pages.page(settings.expose_docs)
+
+def add_pages(router: APIRouter, expose_docs: bool) -> None:
+    """The page at /, and /docs and /redoc when the docs are exposed."""
+    html, headers = pages.page(expose_docs)
 
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index():
         return HTMLResponse(html, headers=headers)
 
-    if settings.expose_docs:
+    if expose_docs:
 
         @router.get("/docs", response_class=HTMLResponse, include_in_schema=False)
         async def swagger_ui(request: Request):
@@ -133,5 +148,3 @@ def build_router(settings: Settings) -> APIRouter:
         async def redoc(request: Request):
             content, headers = pages.redoc(request.app.title)
             return HTMLResponse(content, headers=headers)
-
-    return router

@@ -11,11 +11,11 @@ import numpy as np
 from fastapi import Request
 
 from app.batcher import BatchStats, MicroBatcher, Overloaded
-from app.predictor import BundlePredictor, Encoded
 from app.settings import Settings
 from app.telemetry import Metrics, emf_records, log_event, print_emf
 from contract.features import upper_ratio
 from contract.logs import PREDICTION_EVENT, TEXT_FIELD
+from runtime.predictor import BundlePredictor, Encoded
 
 LAMBDA_MARGIN_MS = 300  # kept back from the Lambda's remaining time to send the 504 and its logs
 # Typical CoLA-length sentences for the warm-up call that measures the model's first tokens/s.

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.predictor import MAX_BATCH_TOKENS
+from runtime import MAX_BATCH_TOKENS
 
 # Same relative layout in the repo and in the images: <root>/app and <root>/artifacts/bundle.
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "bundle"

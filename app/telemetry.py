@@ -76,56 +76,40 @@ def log_event(event: str, level: int = logging.INFO, exc_info: bool = False, **f
 
 REJECT_REASONS = ("queue_full", "queue_budget", "draining", "deadline", "client_gone")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+CONFIDENCE_BUCKETS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 1.0)
+CHARS_BUCKETS = (10, 20, 40, 60, 80, 100, 150, 200, 300, 500, 1000)
+TOKENS_BUCKETS = (4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
+UNK_RATE_BUCKETS = (0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 class Metrics:
     """The Prometheus metrics of one app instance (own registry, so tests can build many apps)."""
 
     def __init__(self, version: str, variant: str):
-        self.registry = CollectorRegistry()
-        r = self.registry
+        self.registry = r = CollectorRegistry()
         ProcessCollector(registry=r)  # process_resident_memory_bytes, cpu seconds, open fds
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, registry=r)
+
         self.requests = Counter("cola_requests_total", "HTTP requests", ["route", "method", "status"], registry=r)
-        self.request_latency = Histogram(
-            "cola_request_latency_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
+        self.request_latency = histogram(
+            "cola_request_latency_seconds", "HTTP request latency", LATENCY_BUCKETS, labels=("route",)
         )
-        self.inference_latency = Histogram(
-            "cola_inference_latency_seconds",
-            "One ONNX Runtime call incl. tokenization",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.inference_latency = histogram(
+            "cola_inference_latency_seconds", "One ONNX Runtime call incl. tokenization", LATENCY_BUCKETS
         )
-        self.batch_size = Histogram(
-            "cola_inference_batch_size",
-            "Sentences per ONNX Runtime call",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
-            registry=r,
-        )
+        self.batch_size = histogram("cola_inference_batch_size", "Sentences per ONNX Runtime call", BATCH_BUCKETS)
         self.predictions = Counter("cola_predictions_total", "Predictions by label", ["label"], registry=r)
-        self.confidence = Histogram(
-            "cola_prediction_confidence",
-            "Probability of the predicted label",
-            buckets=(0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 1.0),
-            registry=r,
+        self.confidence = histogram(
+            "cola_prediction_confidence", "Probability of the predicted label", CONFIDENCE_BUCKETS
         )
-        self.input_chars = Histogram(
-            "cola_input_chars",
-            "Characters per sentence",
-            buckets=(10, 20, 40, 60, 80, 100, 150, 200, 300, 500, 1000),
-            registry=r,
+        self.input_chars = histogram("cola_input_chars", "Characters per sentence", CHARS_BUCKETS)
+        self.input_tokens = histogram(
+            "cola_input_tokens", "Tokens per sentence incl. special tokens, before truncation", TOKENS_BUCKETS
         )
-        self.input_tokens = Histogram(
-            "cola_input_tokens",
-            "Tokens per sentence incl. special tokens, before truncation",
-            buckets=(4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256),
-            registry=r,
-        )
-        self.unk_rate = Histogram(
-            "cola_unk_rate",
-            "Share of unknown tokens per sentence",
-            buckets=(0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
-            registry=r,
-        )
+        self.unk_rate = histogram("cola_unk_rate", "Share of unknown tokens per sentence", UNK_RATE_BUCKETS)
         self.rejected = Counter(
             "cola_rejected_total",
             "Requests not computed: queue_full, queue_budget, draining (503), deadline (504), client_gone",
@@ -134,11 +118,8 @@ class Metrics:
         )
         for reason in REJECT_REASONS:  # present from the start, so rate() and alerts see a 0
             self.rejected.labels(reason=reason)
-        self.queue_wait = Histogram(
-            "cola_queue_wait_seconds",
-            "From admission to the start of the model call",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.queue_wait = histogram(
+            "cola_queue_wait_seconds", "From admission to the start of the model call", LATENCY_BUCKETS
         )
         self.queued_tokens = Gauge("cola_queued_tokens", "Tokens of admitted work not yet started", registry=r)
         self.in_flight = Gauge(

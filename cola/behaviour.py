@@ -10,8 +10,8 @@ import random
 import numpy as np
 import pandas as pd
 
-from app.predictor import BundlePredictor
 from cola.paths import MINIMAL_PAIRS as PAIRS  # written for this project, not taken from CoLA
+from runtime.predictor import BundlePredictor
 
 # what the committed model scores (docs/experiments.md), less a margin for int8 kernels that differ between CPUs
 FLOORS = {
@@ -34,7 +34,7 @@ def minimal_pairs(predictor: BundlePredictor) -> tuple[float, dict[str, float]]:
         predictor, pairs["unacceptable"].tolist()
     )
     by_phenomenon = pairs.assign(better=better).groupby("phenomenon")["better"].mean()
-    return float(better.mean()), {k: round(float(v), 3) for k, v in by_phenomenon.items()}
+    return float(better.mean()), {str(k): round(float(v), 3) for k, v in by_phenomenon.items()}
 
 
 def shuffle_words(sentence: str, rng: random.Random) -> str | None:
@@ -80,7 +80,7 @@ def summary(predictor: BundlePredictor, sentences: list[str], labels: list[int])
     shuffled, n_shuffled = shuffled_scores_lower(predictor, acceptable)
     same_label, median_change = final_period_invariance(predictor, sentences)
     whitespace = trailing_whitespace_change(predictor, pd.read_csv(PAIRS, sep="\t")["acceptable"].tolist())
-    checks = {
+    checks: dict[str, dict] = {
         "minimal_pairs": {"score": pairs, "at_least": FLOORS["minimal_pairs"], "by_phenomenon": by_phenomenon},
         "shuffled_lower": {"score": shuffled, "at_least": FLOORS["shuffled_lower"], "n": n_shuffled},
         "period_same_label": {"score": same_label, "at_least": FLOORS["period_same_label"]},

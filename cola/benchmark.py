@@ -1,5 +1,5 @@
-"""The benchmark: latency, throughput and memory of every way to serve the model, plus cold start
-(the benchmark stage, python -m stages.benchmark, runs `run` on the pipeline's paths).
+"""The benchmark's timing pieces: latency, throughput and memory of every way to serve the model, plus cold start
+(the benchmark stage, stages/benchmark.py, calls them in order and writes the reports).
 
 Variants (params benchmark.variants):
     pytorch          transformers model, eager mode under torch.inference_mode()
@@ -8,7 +8,7 @@ Variants (params benchmark.variants):
     ort_int8         int8 dynamic, per-channel        │
     ort_int8_static  int8 static (QDQ, calibrated)    ┘
     ort_fp32_pad128  ort_fp32 with every input padded to benchmark.pad_to (the original project's way)
-    bundle           app.predictor.BundlePredictor on raw text: tokenisation included, as served
+    bundle           runtime.predictor.BundlePredictor on raw text: tokenisation included, as served
     bundle_bucketed  bundle on the test sentences sorted by token length (length bucketing, as a batch
                      scoring job would do it): less padding per batch
 Latency is per batch call on pre-tokenised test sentences (except `bundle`). Each (variant, batch size)
@@ -38,14 +38,13 @@ from concurrent.futures import ProcessPoolExecutor
 from importlib import metadata
 from multiprocessing import get_context
 from pathlib import Path
+from typing import cast
 
 import numpy as np
-from omegaconf import DictConfig
 from tqdm import tqdm
 
 from cola import cold_start as probes
 from cola import onnx_export as ox
-from cola.config import to_plain, write_json
 from cola.int8_peak import int8_peak
 from cola.paths import ROOT
 
@@ -61,10 +60,10 @@ VARIANTS = ("pytorch", *ONNX_VARIANTS, *BUNDLE_VARIANTS)
 SAMPLE = "The cat sat on the mat."
 
 # The contract with scripts/pr_report.py, which imports these names and reads them in both revisions' files.
-# The output folder is run()'s out_dir: cola.paths.BENCHMARK_REPORT_DIR in the pipeline.
+# The output folder: cola.paths.BENCHMARK_REPORT_DIR in the pipeline (stages/benchmark.py writes the files).
 METRICS_JSON, VARIANTS_JSON, RUN_JSON = "metrics.json", "variants.json", "run.json"  # in out_dir
 HEADLINE = "headline"  # metrics.json: {"bs<n>": {SERVED_P50: ms, <SPEEDUP_VS value>: ratio}, SERVED_COLD_START: s}
-SERVED = "bundle"  # the real served path (app.predictor.BundlePredictor on raw text) ...
+SERVED = "bundle"  # the real served path (runtime.predictor.BundlePredictor on raw text) ...
 SPEEDUP_VS = {"pytorch": "speedup_vs_pytorch", "ort_fp32_pad128": "speedup_vs_pad128"}  # ... timed against these
 SERVED_P50 = "served_p50_ms"
 SERVED_COLD_START = "served_cold_start_s"
@@ -95,20 +94,19 @@ def make_runner(
     """(prepare, predict): prepare(sentences) -> model input, built before the clock starts;
     predict(input) -> labels."""
     if variant in BUNDLE_VARIANTS:
-        from app.predictor import BundlePredictor
+        from runtime.predictor import BundlePredictor
 
         predictor = BundlePredictor(bundle_dir, threads=threads)
         return list, lambda texts: predictor.predict_proba(texts).argmax(1)
 
     tokenizer = ox.bundle_tokenizer(model_dir, max_length)
     if variant == "ort_fp32_pad128":
-        tokenizer.enable_padding(
-            length=pad_to, pad_id=tokenizer.padding["pad_id"], pad_token=tokenizer.padding["pad_token"]
-        )
+        padding = cast(dict, tokenizer.padding)  # enabled by bundle_tokenizer
+        tokenizer.enable_padding(length=pad_to, pad_id=padding["pad_id"], pad_token=padding["pad_token"])
     if variant in ONNX_VARIANTS:
         session = ox.make_session(onnx_dir / ox.VARIANT_FILES[ONNX_VARIANTS[variant]], threads=threads)
         return (lambda texts: ox.encode(tokenizer, texts)), lambda inputs: ox.ort_logits(session, inputs).argmax(1)
-    return torch_runner(model_dir, tokenizer, threads)  # "pytorch": run() accepts only names from VARIANTS
+    return torch_runner(model_dir, tokenizer, threads)  # "pytorch": the stage accepts only names from VARIANTS
 
 
 def torch_runner(model_dir: Path, tokenizer, threads: int):
@@ -151,7 +149,8 @@ def measure_case(variant: str, batch_size: int, sentences: list[str], cfg: dict,
     inputs = [prepare(chunk) for chunk in chunks]
     for i in range(cfg["warmup"]):
         predict(inputs[i % len(inputs)])
-    times, counted, started = [], 0, time.perf_counter()
+    times: list[float] = []
+    counted, started = 0, time.perf_counter()
     while True:
         i = len(times) % len(inputs)
         t0 = time.perf_counter()
@@ -232,7 +231,8 @@ def cold_start(kind: str, paths: dict, threads: int, repeats: int) -> float:
 def parse_cpuinfo(text: str) -> tuple[str | None, list[str]]:
     """(CPU model name, the CPU_FLAGS it has) from /proc/cpuinfo: x86 says `model name`/`flags`, Arm
     `Features` (and often no model name)."""
-    model, flags = None, set()
+    model: str | None = None
+    flags: set[str] = set()
     for line in text.splitlines():
         key, _, value = (part.strip() for part in line.partition(":"))
         if key == "model name" and model is None:
@@ -284,27 +284,13 @@ def wide_rows(results: dict, key: str, batch_sizes: list[int]) -> list[dict]:
     return [{"batch_size": bs} | {v: round(r[f"bs{bs}"][key], 3) for v, r in results.items()} for bs in batch_sizes]
 
 
-def run(model_dir: Path, test_data: Path, onnx_dir: Path, bundle_dir: Path, out_dir: Path, params: DictConfig) -> dict:
-    """Time every case of params.benchmark, write metrics.json, variants.json, run.json and plots/ in out_dir,
-    print the table; returns the metrics (headline, variants, cold_start_s and, for an int8 model, peak)."""
-    import pandas as pd
-
-    cfg, max_length = to_plain(params.benchmark), params.model.max_length
-    unknown = [v for v in cfg["variants"] if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"benchmark.variants in params.yaml has unknown {unknown}: choose from {list(VARIANTS)}")
-    test = pd.read_parquet(test_data)
-    if cfg["max_sentences"]:
-        test = test.head(cfg["max_sentences"])
-    sentences = test["sentence"].tolist()
-    paths = {"model_dir": model_dir, "onnx_dir": onnx_dir, "bundle_dir": bundle_dir}
-    batch_sizes = sorted(cfg["batch_sizes"])
-
-    results: dict[str, dict] = {}
-    iterations: dict[str, dict] = {}
+def time_cases(
+    sentences: list[str], cfg: dict, paths: dict, max_length: int, batch_sizes: list[int], progress: tqdm
+) -> tuple[dict, dict]:
+    """(results, iterations): every (variant, batch size) case of cfg timed once per round, each in a fresh process;
+    results hold the median over rounds of each figure, iterations (run.json) the iteration counts summed."""
     cases = [(v, bs) for v in cfg["variants"] for bs in batch_sizes]
     runs: dict[tuple[str, int], list[dict]] = {}
-    progress = tqdm(total=len(cases) * cfg["rounds"] + 1 + len(COLD_START), desc="benchmark", unit="case")
     # Every case once per round, rounds one after the other: load that comes and goes on a shared machine
     # then hits every variant alike, and each figure is the median over rounds.
     for round_ in range(cfg["rounds"]):
@@ -316,52 +302,37 @@ def run(model_dir: Path, test_data: Path, onnx_dir: Path, bundle_dir: Path, out_
                     pool.submit(measure_case, variant, bs, sentences, cfg, paths, max_length).result()
                 )
             progress.update()
+    results: dict[str, dict] = {}
+    iterations: dict[str, dict] = {}
     for (variant, bs), repeats in runs.items():
         # The iteration count follows from machine speed and settings: run.json, not a metric.
         iterations.setdefault(variant, {})[f"bs{bs}"] = sum(case.pop("iterations") for case in repeats)
         results.setdefault(variant, {})[f"bs{bs}"] = {
             key: statistics.median(case[key] for case in repeats) for key in repeats[0]
         }
+    return results, iterations
 
-    progress.set_postfix_str("int8 peak")
-    peak_sizes = sorted({batch_sizes[0], batch_sizes[-1]})  # the headline's batch sizes
+
+def time_peak(
+    sentences: list[str], paths: dict, max_length: int, peak_sizes: list[int], seconds: float, threads: int
+) -> dict | None:
+    """measure_peak in a fresh process; None (and a printed reason) when the served model is not int8."""
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         try:
-            peak = pool.submit(
-                measure_peak, sentences, paths, max_length, peak_sizes, cfg["peak_seconds"], cfg["threads"]
-            ).result()
+            return pool.submit(measure_peak, sentences, paths, max_length, peak_sizes, seconds, threads).result()
         except ValueError as exc:  # the served model is not int8: there is no int8 peak to compare with
             print(f"benchmark: no int8 peak: {exc}")
-            peak = None
-    progress.update()
+            return None
 
+
+def time_cold_starts(paths: dict, threads: int, repeats: int, progress: tqdm) -> dict[str, float]:
+    """Seconds to the first prediction for each COLD_START kind (see cold_start)."""
     cold = {}
     for kind in COLD_START:
         progress.set_postfix_str(f"cold start {kind}")
-        cold[kind] = cold_start(kind, paths, cfg["threads"], cfg["cold_start_repeats"])
+        cold[kind] = cold_start(kind, paths, threads, repeats)
         progress.update()
-    progress.close()
-
-    metrics = {HEADLINE: headline(results, cold, batch_sizes), "variants": results, "cold_start_s": cold}
-    run_info = {
-        MACHINE: machine_fingerprint(),
-        "settings": {
-            "threads": cfg["threads"],
-            "n_sentences": len(sentences),
-            "batch_sizes": batch_sizes,
-            "rounds": cfg["rounds"],
-        },
-        "iterations": iterations,
-    }
-    if peak is not None:
-        metrics["peak"], run_info["peak"] = peak_metrics(peak, results)
-    write_json(out_dir / METRICS_JSON, {key: metrics[key] for key in (HEADLINE, "peak") if key in metrics})
-    write_json(out_dir / VARIANTS_JSON, {key: metrics[key] for key in ("variants", "cold_start_s")})
-    write_json(out_dir / RUN_JSON, run_info)
-    write_json(out_dir / "plots" / "latency.json", wide_rows(results, "p50_ms", batch_sizes))
-    write_json(out_dir / "plots" / "throughput.json", wide_rows(results, "sentences_per_s", batch_sizes))
-    print(table(results, batch_sizes, cold, metrics.get("peak")))
-    return metrics
+    return cold
 
 
 def table(results: dict, batch_sizes: list[int], cold: dict, peak: dict | None) -> str:
@@ -376,7 +347,8 @@ def table(results: dict, batch_sizes: list[int], cold: dict, peak: dict | None) 
                 f"{c['sentences_per_s']:8.0f} {c['peak_rss_mb']:7.0f}"
             )
     lines += [f"cold start {kind}: {seconds:.2f} s" for kind, seconds in cold.items()]
-    for key, case in (peak or {}).items():
+    peak = peak or {}
+    for key, case in peak.items():
         if key.startswith("bs"):
             served = (
                 f", served {case['served_fraction_of_peak']:.0%} of it" if "served_fraction_of_peak" in case else ""

@@ -16,8 +16,8 @@ import time
 
 
 def bundle(bundle_dir: str, model_dir: str, sentence: str) -> None:
-    """The served path: app.predictor.BundlePredictor on the bundle (ONNX Runtime + tokenizers, no torch)."""
-    from app.predictor import BundlePredictor
+    """The served path: runtime.predictor.BundlePredictor on the bundle (ONNX Runtime + tokenizers, no torch)."""
+    from runtime.predictor import BundlePredictor
 
     BundlePredictor(bundle_dir).predict_proba([sentence])
 

@@ -25,8 +25,7 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cola.paths import CONF_DIR, PARAMS_FILE, PIPELINE_FILE
-from cola.paths import ROOT as ROOT  # re-exported: tests import cola.config.ROOT
+from cola.paths import CONF_DIR, PARAMS_FILE, PIPELINE_FILE, ROOT
 
 SCHEMA_NAME = "cola_schema"  # conf/config.yaml's first default: the ConfigStore entry every group merges into
 DEBUG_VARIABLE = "COLA_DEBUG"  # =1: a failing stage or `make params` shows the traceback instead of one line
@@ -322,6 +321,8 @@ def load_params(path: str | Path = PARAMS_FILE, sections: tuple[str, ...] | None
         raise ConfigError(f"{path} does not exist: run `make params` (composes it from conf/)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML ({_yaml_where(exc)}): run `make params`") from None
+    if not isinstance(params, DictConfig):
+        raise ConfigError(f"{path} holds a list, not the params' sections: run `make params`")
     check_params(params, path.name if path == PARAMS_FILE else str(path), sections)
     OmegaConf.set_struct(params, True)
     return params
@@ -355,7 +356,7 @@ def run_main(name: str, main: Callable[[], Any], *expected: type[BaseException])
     stage's outputs before running it, and how to get the committed ones back."""
     try:
         main()
-    except (ConfigError, *expected) as exc:
+    except (ConfigError, *expected) as exc:  # type: ignore[misc]  # mypy cannot type a starred except tuple
         if os.environ.get(DEBUG_VARIABLE) == "1":
             raise
         stage = os.environ.get("DVC_STAGE")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 
 WIDTH, HEIGHT, PAD = 460, 220, 36
-REFERENCE_COLOUR, LIVE_COLOUR, ALERT_COLOUR = "#4c78a8", "#f58518", "#d62728"
+REFERENCE_COLOUR, LIVE_COLOUR = "#4c78a8", "#f58518"
 TITLES = {
     "char_length": "Input length (characters)",
     "token_length": "Input length (tokens)",

@@ -55,9 +55,9 @@ def matmul_model(op: str, k: int, n: int) -> onnx.ModelProto:
         a_type = TensorProto.UINT8
         initializers = [
             weight,
-            numpy_helper.from_array(np.float32(0.05), "a_scale"),
+            numpy_helper.from_array(np.array(0.05, np.float32), "a_scale"),
             b_scale,
-            numpy_helper.from_array(np.uint8(128), "a_zero_point"),
+            numpy_helper.from_array(np.array(128, np.uint8), "a_zero_point"),
             bias,
         ]
         inputs = ["A", "B", "a_scale", "b_scale", "a_zero_point", "", "bias"]
@@ -95,7 +95,8 @@ def time_matmul(op: str, m: int, k: int, n: int, seconds: float, threads: int = 
     )
     for _ in range(10):
         session.run(None, {"A": a})
-    times, started = [], time.perf_counter()
+    times: list[float] = []
+    started = time.perf_counter()
     while len(times) < 20 or time.perf_counter() - started < seconds:
         t0 = time.perf_counter()
         session.run(None, {"A": a})
@@ -128,7 +129,7 @@ def int8_peak(
     }
     for bs in batch_sizes:
         m = max(1, round(bs * mean_tokens))
-        per_op = {}
+        per_op: dict[str, dict] = {}
         for op in ops:
             unique = {shape: time_matmul(op, m, *shape, seconds, threads) for shape in set(shapes)}
             layer_s = sum(unique[shape] for shape in shapes)

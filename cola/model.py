@@ -31,6 +31,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
+    PreTrainedModel,
     get_linear_schedule_with_warmup,
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -144,11 +145,13 @@ def model_threshold(model_dir: str | Path) -> float:
     return float(json.loads((Path(model_dir) / "config.json").read_text()).get("decision_threshold", 0.5))
 
 
-def layerwise_lr_groups(model: nn.Module, lr: float, decay: float, weight_decay: float) -> list[dict]:
+def layerwise_lr_groups(
+    model: PreTrainedModel | MeanPoolingClassifier, lr: float, decay: float, weight_decay: float
+) -> list[dict]:
     """AdamW parameter groups: the head at `lr`, each encoder layer below it `decay` times the one above,
     embeddings lowest (layer-wise learning-rate decay; decay=1.0 is one learning rate for all).
     Biases and LayerNorm weights get no weight decay."""
-    num_layers = model.config.num_hidden_layers
+    num_layers: int = model.config.num_hidden_layers
 
     def depth(name: str) -> int:  # 0 = embeddings, 1..L = encoder layers, L+1 = pooler and head
         if "embeddings." in name:
@@ -206,7 +209,7 @@ class AcceptabilityClassifier(L.LightningModule):
         labels = batch.pop("labels")
         logits = self(**batch).logits
         # Label smoothing only shapes the training loss; validation loss stays comparable across runs.
-        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        smoothing = self.hparams["label_smoothing"] if stage == "train" else 0.0
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
         preds = logits.argmax(dim=-1)
         metrics.update(preds, labels)

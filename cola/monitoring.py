@@ -5,8 +5,8 @@ Reference: input lengths and unknown-token rates from the training split's stati
 written by prepare); confidence, predicted label ratio and capital-letter share from the served bundle run over the
 held-out validation split (the same ONNX variant that produced the live confidences, on data it never trained
 on, and not the test split that tests replay). The statistics are cola.drift's, the HTML is cola.drift_report's;
-this module reads the records, builds both sides' features, compares them and writes
-{out_dir}/metrics.json, alerts.json and report.html. MonitorError: the inputs cannot be used, with the fix.
+this module reads the records and builds both sides' features; stages/monitor.py compares them and writes the
+reports. MonitorError: the inputs cannot be used, with the fix.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from cola import drift
-from cola.config import write_json
-from cola.drift_report import render_report
 from contract.features import upper_ratio
 from contract.logs import MONITOR_FIELDS, PREDICTION_EVENT, TEXT_FIELD
 
@@ -77,7 +75,7 @@ def read_cloudwatch(log_group: str, hours: float, client=None) -> list[dict]:
 
     client = client or boto3.client("logs")
     start = int((time.time() - hours * 3600) * 1000)
-    messages = []
+    messages: list[str] = []
     try:
         for page in client.get_paginator("filter_log_events").paginate(logGroupName=log_group, startTime=start):
             messages.extend(event["message"] for event in page["events"])
@@ -127,8 +125,8 @@ def read_records(
 
 def reference_features(stats_path: Path, held_out: Path, bundle_dir: Path) -> tuple[dict, dict]:
     """Reference feature arrays, and facts about the reference for the report."""
-    from app.predictor import BundlePredictor
     from contract.bundle import BundleError
+    from runtime.predictor import BundlePredictor
 
     try:
         stats = json.loads(stats_path.read_text())
@@ -194,48 +192,6 @@ def _epoch(ts) -> float:
         return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
     except ValueError as exc:
         raise MonitorError(f"prediction record has an unreadable timestamp {ts!r}: expected ISO 8601") from exc
-
-
-def monitor(config: DictConfig, records: list[dict], source: str) -> tuple[dict, list[drift.Check]]:
-    """Compare `records` with the reference and write metrics.json, alerts.json and report.html."""
-    if len(records) < config.min_predictions:
-        raise MonitorError(
-            f"{source} holds {len(records)} prediction records, fewer than "
-            f"monitor.min_predictions={config.min_predictions}: wait for more traffic or lower it"
-        )
-    reference, facts = reference_features(Path(config.reference_stats), Path(config.held_out), Path(config.bundle_dir))
-    live = live_features(records)
-    figures, checks = drift.compare(reference, live, config.thresholds, config.bins)
-    live_versions = sorted({str(r.get("model_version")) for r in records})
-    figures.update(n_predictions=len(records), alerts=sum(c.alert for c in checks))
-
-    out = Path(config.out_dir)
-    write_json(out / "metrics.json", figures)
-    write_json(
-        out / "alerts.json",
-        {
-            "source": source,
-            "reference": facts,
-            "live_model_versions": live_versions,
-            "checks": drift.checks_as_dicts(checks),
-            "skipped": sorted(set(drift.FEATURES) - {c.feature for c in checks}),
-        },
-    )
-    histograms = {
-        f: drift.histogram(reference[f], live[f])
-        for f in ("char_length", "token_length", "confidence", "token_density")
-        if f in figures
-    }
-    meta = {
-        "source": source,
-        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-        **facts,
-        "live_model_versions": live_versions,
-        "n_predictions": len(records),
-    }
-    html = render_report(meta, figures, checks, histograms, label_ratio_over_time(records, config.time_buckets))
-    (out / "report.html").write_text(html, encoding="utf-8")
-    return figures, checks
 
 
 def summary(checks: list[drift.Check], n_records: int, source: str, out_dir: str) -> str:

@@ -18,8 +18,8 @@ import onnx
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from app.predictor import GRAPH_LEVELS
-from contract.bundle import CONFIG, softmax, write_manifest  # softmax: ox.softmax for the stage and tests
+from contract.bundle import CONFIG, softmax, write_manifest
+from runtime.predictor import GRAPH_LEVELS
 
 INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 VARIANTS = ("fp32", "optimized", "int8", "int8_static")
@@ -304,18 +304,11 @@ def ort_logits(session: ort.InferenceSession, inputs: dict[str, np.ndarray]) -> 
     return session.run(["logits"], {name: inputs[name] for name in names})[0]
 
 
-def torch_logits(model, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    import torch
-
-    with torch.inference_mode():
-        return model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.float().numpy()
-
-
 def compare_variants(
     model_dir: str | Path,
     variant_paths: dict[str, Path],
     sentences: Sequence[str],
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     max_length: int,
     batch_size: int = 64,
     threshold: float = 0.5,
@@ -342,10 +335,10 @@ def compare_variants(
             for name, session in sessions.items():
                 chunks[name].append(ort_logits(session, inputs))
     logits = {name: np.concatenate(parts) for name, parts in chunks.items()}
-    reference, labels = logits["pytorch"], np.asarray(labels)
+    reference, truth = logits["pytorch"], np.asarray(labels)
     report = {}
     for name, values in logits.items():
-        report[name] = classification_metrics(labels, softmax(values), threshold)
+        report[name] = classification_metrics(truth, softmax(values), threshold)
         if name != "pytorch":
             same = decide(softmax(values), threshold) == decide(softmax(reference), threshold)
             report[name]["agreement"] = float(same.mean())

@@ -1,5 +1,5 @@
 """The monitoring features of a text, computed by the same code for the training data (cola/data.py writes them to
-data/reference/stats.json) and for live traffic (app/predictor.py logs them): counted two ways, the drift monitor
+data/reference/stats.json) and for live traffic (runtime/predictor.py logs them): counted two ways, the drift monitor
 would alert on the difference between the counters rather than on the traffic."""
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ Sections (each on a fresh server process, all on 127.0.0.1; load from `wrk` or a
   goals      pass/fail of each goal of the issue, with its figures.
 The JSON (--out) has everything plus the machine fingerprint and the app's commit; a table is printed.
 
-    python scripts/bench_serving.py --bundle artifacts/bundle --out reports/serving/bench.json
-    python scripts/bench_serving.py --quick --duration 5 --out /tmp/bench-smoke.json     # smoke run, ~2 min
-    python scripts/bench_serving.py --sections overload_b,sigterm --env COLA_QUEUE_BUDGET_MS=300
+    python -m scripts.bench_serving --bundle artifacts/bundle --out reports/serving/bench.json
+    python -m scripts.bench_serving --quick --duration 5 --out /tmp/bench-smoke.json     # smoke run, ~2 min
+    python -m scripts.bench_serving --sections overload_b,sigterm --env COLA_QUEUE_BUDGET_MS=300
 
 Settings for the app under test: the environment (COLA_* variables) plus --env KEY=VALUE; the queue budget of
 the goal checks is COLA_QUEUE_BUDGET_MS from there (default 500).
@@ -47,11 +47,11 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
+
+from scripts import loadgen
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-
-import loadgen  # noqa: E402  (scripts/loadgen.py)
 
 SENTENCE = "The more books I read, the more I understand."
 SECTIONS = ("c32", "variants", "overload_a", "overload_b", "sigterm")
@@ -135,7 +135,8 @@ class Server:
                    "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
                    "--log-level", "warning"]  # fmt: skip
         else:
-            cmd = [sys.executable, __file__, "--serve-original", "--bundle", str(bundle), "--port", str(self.port)]
+            cmd = [sys.executable, "-m", "scripts.bench_serving", "--serve-original",
+                   "--bundle", str(bundle), "--port", str(self.port)]  # fmt: skip
         self.env = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_FUNCTION_NAME"}
         self.env.update({"COLA_BUNDLE_DIR": str(bundle), **env})
         # the server writes to files opened for it (O_APPEND); we read them through our own handles
@@ -149,7 +150,7 @@ class Server:
             self.process = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=stdout, stderr=stderr, text=True)
         finally:
             stderr.close()
-            if keep_log:
+            if not isinstance(stdout, int):  # subprocess.DEVNULL
                 stdout.close()
         self.pid = self.process.pid
         while True:
@@ -206,7 +207,7 @@ class Server:
         names = ("cola_rejected_total", "cola_inference_latency_seconds_sum", "cola_inference_latency_seconds_count",
                  "cola_inference_batch_size_sum", "cola_inference_batch_size_count")  # fmt: skip
         samples = loadgen.prometheus_samples(body.decode(), names) if status == 200 else {}
-        out = {"rejected_total": {k.split('reason="')[1].split('"')[0]: v for k, v in samples.items()
+        out: dict[str, object] = {"rejected_total": {k.split('reason="')[1].split('"')[0]: v for k, v in samples.items()
                                   if k.startswith("cola_rejected_total") and 'reason="' in k}}  # fmt: skip
         n = samples.get("cola_inference_latency_seconds_count")
         if n:
@@ -278,8 +279,8 @@ def solo_service_ms(server: Server, body: bytes, repeats: int = 3) -> dict:
 
     records = run_async(go())
     bad = [r for r in records if r.status != 200]
-    ms = [r.latency_ms for r in records if r.status == 200]
-    return {"p50_ms": round(loadgen.percentile(ms, 50), 1) if ms else None, "runs": len(records),
+    p50 = loadgen.percentile([t for r in records if r.status == 200 and (t := r.latency_ms) is not None], 50)
+    return {"p50_ms": None if p50 is None else round(p50, 1), "runs": len(records),
             "not_200": [r.status or r.error for r in bad]}  # fmt: skip
 
 
@@ -287,7 +288,7 @@ def solo_service_ms(server: Server, body: bytes, repeats: int = 3) -> dict:
 
 
 def section_c32(args, env: dict) -> dict:
-    out = {}
+    out: dict[str, Any] = {}  # per server kind a dict, and their req/s ratio
     for kind in ("app", "original"):
         if kind == "original" and args.skip_original:
             continue
@@ -404,7 +405,7 @@ async def sigterm_load(server: Server, args) -> dict:
     await asyncio.sleep(args.sigterm_after)
     sigterm_at = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
-    ready_probes = []
+    ready_probes: list[dict[str, int | str]] = []
     exited_at = None
     while time.monotonic() < sigterm_at + args.after_sigterm:
         if len(ready_probes) < 5:  # /ready on a new connection right after the signal
@@ -462,6 +463,11 @@ def section_sigterm(args, env: dict) -> dict:
 # ---------------------------------------------------------------------------------------------- goals
 
 
+def c32_key(c32: dict) -> str:
+    """The results key of the c32 section's many-connections run, e.g. "concurrency_32"."""
+    return next(k for k in c32["app"] if k.startswith("concurrency_") and k != "concurrency_1")
+
+
 def check(goal: str, passed: bool | None, value: str) -> dict:
     return {"goal": goal, "pass": passed, "value": value}
 
@@ -470,7 +476,7 @@ def goal_checks(results: dict, budget_ms: float) -> list[dict]:
     checks = []
     c32 = results.get("c32")
     if c32:
-        key = next(k for k in c32["app"] if k.startswith("concurrency_") and k != "concurrency_1")
+        key = c32_key(c32)
         app = c32["app"][key]
         if "original" in c32:
             orig = c32["original"][key]
@@ -542,39 +548,40 @@ def fmt(value, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
-def print_report(results: dict) -> None:
-    out = []
-    m = results["machine"]
-    revision = results["app_revision"]
-    out.append(f"machine: {m['cpu']}, {m['logical_cores']} cores, flags {' '.join(m['cpu_flags'])}; "
-               f"app {revision['app_last_commit']}"
-               f"{' + uncommitted app/ changes' if revision['app_uncommitted_changes'] else ''}")  # fmt: skip
-    c32 = results.get("c32")
-    if c32:
-        key = next(k for k in c32["app"] if k.startswith("concurrency_") and k != "concurrency_1")
-        out.append(
-            f"\n[c32] {'':22}{'ready s':>8}{'RSS MB':>8}{'c1 p50':>8}{'c1 p99':>8}"
-            f"{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}"
-        )
-        for kind in ("app", "original"):
-            if kind in c32:
-                r, one, many = c32[kind], c32[kind]["concurrency_1"], c32[kind][key]
-                out.append(f"      {kind:22}{fmt(r['start_to_ready_s']):>8}{fmt(r['rss_peak_mb']):>8}"
-                           f"{fmt(one['p50_ms']):>8}{fmt(one['p99_ms']):>8}{fmt(many['req_per_s']):>8}"
-                           f"{fmt(many['p50_ms']):>8}{fmt(many['p99_ms']):>8}"
-                           f"{many['socket_errors'] + many['non_2xx']:>8}")  # fmt: skip
-        if "ratio_req_per_s" in c32:
-            out.append(f"      app / original req/s: {c32['ratio_req_per_s']}x")
-    var = results.get("variants")
-    if var:
-        out.append(
-            f"\n[variants] c={next(iter(var.values()))['concurrency']}{'':9}"
-            f"{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}{'RSS MB':>8}"
-        )
-        for name, r in var.items():
-            out.append(f"      {name:22}{fmt(r['req_per_s']):>8}{fmt(r['p50_ms']):>8}{fmt(r['p99_ms']):>8}"
-                       f"{r['socket_errors'] + r['non_2xx']:>8}{fmt(r['rss_peak_mb']):>8}")  # fmt: skip
-    rows = []
+def report_header(results: dict) -> list[str]:
+    m, revision = results["machine"], results["app_revision"]
+    return [f"machine: {m['cpu']}, {m['logical_cores']} cores, flags {' '.join(m['cpu_flags'])}; "
+            f"app {revision['app_last_commit']}"
+            f"{' + uncommitted app/ changes' if revision['app_uncommitted_changes'] else ''}"]  # fmt: skip
+
+
+def report_c32(c32: dict) -> list[str]:
+    key = c32_key(c32)
+    out = [f"\n[c32] {'':22}{'ready s':>8}{'RSS MB':>8}{'c1 p50':>8}{'c1 p99':>8}"
+           f"{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}"]  # fmt: skip
+    for kind in ("app", "original"):
+        if kind in c32:
+            r, one, many = c32[kind], c32[kind]["concurrency_1"], c32[kind][key]
+            out.append(f"      {kind:22}{fmt(r['start_to_ready_s']):>8}{fmt(r['rss_peak_mb']):>8}"
+                       f"{fmt(one['p50_ms']):>8}{fmt(one['p99_ms']):>8}{fmt(many['req_per_s']):>8}"
+                       f"{fmt(many['p50_ms']):>8}{fmt(many['p99_ms']):>8}"
+                       f"{many['socket_errors'] + many['non_2xx']:>8}")  # fmt: skip
+    if "ratio_req_per_s" in c32:
+        out.append(f"      app / original req/s: {c32['ratio_req_per_s']}x")
+    return out
+
+
+def report_variants(variants: dict) -> list[str]:
+    out = [f"\n[variants] c={next(iter(variants.values()))['concurrency']}{'':9}"
+           f"{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}{'RSS MB':>8}"]  # fmt: skip
+    for name, r in variants.items():
+        out.append(f"      {name:22}{fmt(r['req_per_s']):>8}{fmt(r['p50_ms']):>8}{fmt(r['p99_ms']):>8}"
+                   f"{r['socket_errors'] + r['non_2xx']:>8}{fmt(r['rss_peak_mb']):>8}")  # fmt: skip
+    return out
+
+
+def report_overload(results: dict) -> list[str]:
+    rows = []  # (label, the load's results, its section's results, method)
     if "overload_a" in results:
         rows.append(("overload_a GET", results["overload_a"], results["overload_a"], "GET"))
     for name in ("overload_b", "overload_b_mix"):
@@ -582,39 +589,53 @@ def print_report(results: dict) -> None:
             rows.append((f"{name} POST", results[name]["long_post"], results[name], "POST"))
             if "short_get" in results[name]:
                 rows.append((f"{name} GET", results[name]["short_get"], results[name], "GET"))
-    if rows:
-        out.append(f"\n[overload] {'':16}{'req/s':>7}{'200':>7}{'503':>7}{'504':>7}{'5xx':>5}{'other':>6}{'sock':>6}"
-                   f"{'acc p50':>9}{'acc p99':>9}{'acc max':>9}{'srv p99':>9}{'RSS MB':>14}{'1 batch':>9}")  # fmt: skip
-        for label, part, whole, method in rows:
-            st, lat = part["status"], part["accepted_latency"]
-            rss = f"{fmt(whole['rss']['rss_start_mb'])}->{fmt(whole['rss']['rss_peak_mb'])}"
-            server_p99 = whole.get("server_side_latency_by_status", {}).get(f"{method} 200", {}).get("p99_ms")
-            batch = whole["one_batch_service"]["p50_ms"] if method == "POST" or label.startswith("overload_a") else None
-            out.append(f"      {label:20}{fmt(part.get('req_per_s')):>7}{st['200']:>7}{st['503']:>7}{st['504']:>7}"
-                       f"{st['other_5xx']:>5}{st['other']:>6}{st['socket_errors']:>6}{fmt(lat['p50_ms']):>9}"
-                       f"{fmt(lat['p99_ms']):>9}{fmt(lat['max_ms']):>9}{fmt(server_p99):>9}"
-                       f"{rss:>14}{fmt(batch):>9}")  # fmt: skip
-        out.append("      acc = accepted (200) requests as the client saw them; srv p99 = the same requests as the app "
-                   "logged them; 1 batch = one request of that kind alone on the idle server (ms)")  # fmt: skip
-    sig = results.get("sigterm")
-    if sig:
-        out.append(
-            f"\n[sigterm] {sig['clients']} clients; sent before SIGTERM {sig['sent_before_sigterm']}, in flight at "
-            f"SIGTERM {sig['in_flight_at_sigterm']} -> {sig['in_flight_outcomes']}; lost {sig['lost']}"
-        )
-        out.append(f"      after SIGTERM: {sig['after_sigterm']} requests -> {sig['after_sigterm_outcomes']}")
-        out.append(f"      /ready after SIGTERM: {sig['ready_after_sigterm'][:3]}; exit code {sig['exit_code']}, "
-                   f"drain {sig['drain_time_s']} s (COLA_DRAIN_SECONDS {sig['drain_seconds_setting']})")  # fmt: skip
+    if not rows:
+        return []
+    out = [f"\n[overload] {'':16}{'req/s':>7}{'200':>7}{'503':>7}{'504':>7}{'5xx':>5}{'other':>6}{'sock':>6}"
+           f"{'acc p50':>9}{'acc p99':>9}{'acc max':>9}{'srv p99':>9}{'RSS MB':>14}{'1 batch':>9}"]  # fmt: skip
+    for label, part, whole, method in rows:
+        st, lat = part["status"], part["accepted_latency"]
+        rss = f"{fmt(whole['rss']['rss_start_mb'])}->{fmt(whole['rss']['rss_peak_mb'])}"
+        server_p99 = whole.get("server_side_latency_by_status", {}).get(f"{method} 200", {}).get("p99_ms")
+        batch = whole["one_batch_service"]["p50_ms"] if method == "POST" or label.startswith("overload_a") else None
+        out.append(f"      {label:20}{fmt(part.get('req_per_s')):>7}{st['200']:>7}{st['503']:>7}{st['504']:>7}"
+                   f"{st['other_5xx']:>5}{st['other']:>6}{st['socket_errors']:>6}{fmt(lat['p50_ms']):>9}"
+                   f"{fmt(lat['p99_ms']):>9}{fmt(lat['max_ms']):>9}{fmt(server_p99):>9}"
+                   f"{rss:>14}{fmt(batch):>9}")  # fmt: skip
+    out.append("      acc = accepted (200) requests as the client saw them; srv p99 = the same requests as the app "
+               "logged them; 1 batch = one request of that kind alone on the idle server (ms)")  # fmt: skip
+    return out
+
+
+def report_sigterm(sig: dict) -> list[str]:
+    return [f"\n[sigterm] {sig['clients']} clients; sent before SIGTERM {sig['sent_before_sigterm']}, in flight at "
+            f"SIGTERM {sig['in_flight_at_sigterm']} -> {sig['in_flight_outcomes']}; lost {sig['lost']}",
+            f"      after SIGTERM: {sig['after_sigterm']} requests -> {sig['after_sigterm_outcomes']}",
+            f"      /ready after SIGTERM: {sig['ready_after_sigterm'][:3]}; exit code {sig['exit_code']}, "
+            f"drain {sig['drain_time_s']} s (COLA_DRAIN_SECONDS {sig['drain_seconds_setting']})"]  # fmt: skip
+
+
+def report_goals(goals: list[dict]) -> list[str]:
+    marks = {True: "PASS", False: "FAIL", None: "n/a "}
+    return ["\n[goals]", *(f"  {marks[c['pass']]}  {c['goal']}: {c['value']}" for c in goals)]
+
+
+def print_report(results: dict) -> None:
+    out = report_header(results)
+    if results.get("c32"):
+        out += report_c32(results["c32"])
+    if results.get("variants"):
+        out += report_variants(results["variants"])
+    out += report_overload(results)
+    if results.get("sigterm"):
+        out += report_sigterm(results["sigterm"])
     if results.get("goals"):
-        out.append("\n[goals]")
-        for c in results["goals"]:
-            mark = {True: "PASS", False: "FAIL", None: "n/a "}[c["pass"]]
-            out.append(f"  {mark}  {c['goal']}: {c['value']}")
+        out += report_goals(results["goals"])
     print("\n".join(out))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=ROOT / "artifacts" / "bundle")
     parser.add_argument(
         "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
@@ -648,38 +669,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     parser.add_argument("--serve-original", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve_original:
-        import uvicorn
-
-        uvicorn.run(original_app(args.bundle), host="127.0.0.1", port=args.port, log_level="warning")
-        return
+    args = parser.parse_args(argv)
     if args.quick:
         args.single_seconds = min(args.single_seconds, 2)
         args.overload_seconds = min(args.overload_seconds, 5)
         args.long_clients, args.long_requests = min(args.long_clients, 16), min(args.long_requests, 32)
         args.sigterm_after, args.after_sigterm = min(args.sigterm_after, 2), min(args.after_sigterm, 3)
         args.no_mix = True
-    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    if unknown := set(sections) - set(SECTIONS):
+    if unknown := set(selected_sections(args)) - set(SECTIONS):
         parser.error(f"unknown sections {sorted(unknown)}; choose from {','.join(SECTIONS)}")
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is not installed: apt-get install wrk")
-    if not (args.bundle / "manifest.json").is_file():
-        raise SystemExit(f"no bundle at {args.bundle}: run `dvc repro export_onnx` or pass --bundle")
-    env = dict(item.split("=", 1) for item in args.env)
-    budget_ms = float({**os.environ, **env}.get("COLA_QUEUE_BUDGET_MS", DEFAULT_QUEUE_BUDGET_MS))
-    from cola.benchmark import machine_fingerprint
+    return args
 
-    results: dict = {
-        "machine": machine_fingerprint(), "app_revision": app_revision(), "bundle": str(args.bundle),
-        "cpus": os.cpu_count(), "sentence": SENTENCE, "queue_budget_ms": budget_ms,
-        "app_env": {k: v for k, v in {**os.environ, **env}.items() if k.startswith("COLA_")},
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                     if k not in ("serve_original", "port")},
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }  # fmt: skip
-    for name in sections:
+
+def selected_sections(args: argparse.Namespace) -> list[str]:
+    return [s.strip() for s in args.sections.split(",") if s.strip()]
+
+
+def run_sections(args: argparse.Namespace, env: dict, results: dict) -> None:
+    """Each section on its own fresh server(s), its results under its name, its wall time in section_seconds."""
+    for name in selected_sections(args):
         t0 = time.monotonic()
         print(f"... {name}", file=sys.stderr, flush=True)
         if name == "c32":
@@ -696,6 +704,32 @@ def main() -> None:
         elif name == "sigterm":
             results["sigterm"] = section_sigterm(args, env)
         results.setdefault("section_seconds", {})[name] = round(time.monotonic() - t0, 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.serve_original:
+        import uvicorn
+
+        uvicorn.run(original_app(args.bundle), host="127.0.0.1", port=args.port, log_level="warning")
+        return
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    if not (args.bundle / "manifest.json").is_file():
+        raise SystemExit(f"no bundle at {args.bundle}: run `dvc repro export_onnx` or pass --bundle")
+    env = dict(item.split("=", 1) for item in args.env)
+    budget_ms = float({**os.environ, **env}.get("COLA_QUEUE_BUDGET_MS", DEFAULT_QUEUE_BUDGET_MS))
+    from cola.benchmark import machine_fingerprint
+
+    results: dict = {
+        "machine": machine_fingerprint(), "app_revision": app_revision(), "bundle": str(args.bundle),
+        "cpus": os.cpu_count(), "sentence": SENTENCE, "queue_budget_ms": budget_ms,
+        "app_env": {k: v for k, v in {**os.environ, **env}.items() if k.startswith("COLA_")},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                     if k not in ("serve_original", "port")},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }  # fmt: skip
+    run_sections(args, env, results)
     results["goals"] = goal_checks(results, budget_ms)
     print_report(results)
     if args.out:

@@ -1,8 +1,8 @@
 """Reviewed = deployed: the checks the PR report and the deploy workflows run (no training, ever).
 
-    python scripts/check_reviewed.py pr --remote s3     # same-repository PR: outputs pushed, dvc.lock current
-    python scripts/check_reviewed.py pr --no-remote     # fork PR: no AWS; only what git alone can show, as warnings
-    python scripts/check_reviewed.py bundle             # deploy: the workspace bundle is the one dvc.lock records
+    python -m scripts.check_reviewed pr --remote s3     # same-repository PR: outputs pushed, dvc.lock current
+    python -m scripts.check_reviewed pr --no-remote     # fork PR: no AWS; only what git alone can show, as warnings
+    python -m scripts.check_reviewed bundle             # deploy: the workspace bundle is the one dvc.lock records
 
 `pr` downloads nothing: `dvc data status --not-in-remote -r REMOTE` lists the outputs recorded in dvc.lock and
 *.dvc that are not in the remote (DVC asks the remote which objects exist; a directory counts as pushed when its

@@ -36,13 +36,15 @@ BUNDLE = "artifacts/bundle"
 ARTIFACT = "cola-classifier"  # the bundle's name in dvc.yaml `artifacts:` (GTO tags: cola-classifier@v1.2.0)
 VERSION_TAG = re.compile(rf"^{re.escape(ARTIFACT)}@v(\d+)\.(\d+)\.(\d+)$")
 STAGE_TAG = re.compile(rf"^{re.escape(ARTIFACT)}#prod#(\d+)$")  # what `gto assign --stage prod` creates
-# What the image is built from (docker/Dockerfile.lambda COPYs app/ incl. app/requirements.txt, contract/, the wheels
-# from docker/requirements-lambda.txt via fetch-wheels.sh, artifacts/bundle; .dockerignore filters the context) and
-# what decides how it is deployed (the template, its hook, the workflow that passes the parameters). The bundle is
-# compared by its md5 in dvc.lock, so a dvc.lock change in another stage (a re-run benchmark) does not redeploy.
+# What the image is built from (docker/Dockerfile.lambda COPYs app/ incl. app/requirements.txt, contract/, runtime/,
+# the wheels from docker/requirements-lambda.txt via fetch-wheels.sh, artifacts/bundle; .dockerignore filters the
+# context) and what decides how it is deployed (the template, its hook, the workflow that passes the parameters). The
+# bundle is compared by its md5 in dvc.lock, so a dvc.lock change in another stage (a re-run benchmark) does not
+# redeploy.
 IMAGE_INPUTS = (
     "app/",
     "contract/",
+    "runtime/",
     "docker/Dockerfile.lambda",
     "docker/requirements-lambda.txt",
     "docker/fetch-wheels.sh",
@@ -95,8 +97,8 @@ def registered_versions() -> list[tuple[tuple[int, int, int], str, str]]:
     for tag in git("tag", "--list", f"{ARTIFACT}@v*").split():
         match = VERSION_TAG.match(tag)
         if match:
-            number = tuple(int(part) for part in match.groups())
-            found.append((number, tag.split("@", 1)[1], git("rev-list", "-n1", tag).strip()))
+            major, minor, patch = (int(part) for part in match.groups())
+            found.append(((major, minor, patch), tag.split("@", 1)[1], git("rev-list", "-n1", tag).strip()))
     return sorted(found, reverse=True)
 
 

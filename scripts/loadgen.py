@@ -1,13 +1,22 @@
 """Load-generation helpers for scripts/bench_serving.py (not a test, not part of the app).
 
-- `wrk_by_status`: wrk with a Lua script that times every request by its X-Request-ID, so latency is known
-  per HTTP status (wrk's own histogram mixes fast 503s with slow 200s);
+- `wrk_by_status`: wrk (the maintained tool; the overload sections) with a Lua script that times every request
+  by its X-Request-ID, so latency is known per HTTP status (wrk's own histogram mixes fast 503s with slow 200s);
 - `HttpClient` / `run_clients`: an asyncio HTTP/1.1 keep-alive client on raw sockets that records, per request,
   when it was written, when it was answered and with what (status, `error` code of a JSON error body,
   Retry-After) or which connection error ended it;
 - `RssSampler`: resident memory of a server process and its children, sampled every 100 ms;
 - pure helpers (percentiles, status classes, the SIGTERM classification, long English-looking sentences,
   Prometheus text parsing) that tests/serving/test_bench_serving.py checks.
+
+Why the SIGTERM and long-list sections do not use wrk or locust: they judge each request by when its last byte
+was handed to the kernel (in flight at SIGTERM, or not yet sent), by whether it rode a fresh or a reused
+connection, and by what ended it: a status with the JSON body's `error` code and Retry-After, or a connection
+error by kind (refused, reset, EOF, broken pipe, timeout). wrk only counts socket errors (connect/read/write/
+timeout totals in `done()`), never per request nor when they happened, and reconnects on its own; locust's
+clients (requests/urllib3, geventhttpclient) keep a connection pool that retries or reopens a connection the
+server closed, which hides exactly the refusals and resets a drain produces, and neither tool reports when a
+request was fully written. HttpClient, read_response and run_clients (about 110 lines) give those per-request records.
 
 Everything talks to 127.0.0.1 only.
 """
@@ -24,7 +33,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -286,9 +295,6 @@ class Record:
     def latency_ms(self) -> float | None:
         return None if self.done is None else (self.done - self.start) * 1000
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 class HttpError(Exception):
     def __init__(self, code: str):
@@ -353,7 +359,7 @@ class HttpClient:
         return record
 
     async def _exchange(self, record: Record, method: str, path: str, body: bytes | None, headers: dict) -> None:
-        if self.writer is None:
+        if self.writer is None or self.reader is None:
             record.fresh_connection = True
             self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
         head = [f"{method} {path} HTTP/1.1", f"Host: {HOST}:{self.port}"]
@@ -444,8 +450,8 @@ def summarize_records(records: list[Record]) -> dict:
             key = f"{r.status} {r.error_code or ''}".strip()
             refused_codes[key] = refused_codes.get(key, 0) + 1
     retry_after = sorted({r.retry_after for r in records if r.retry_after is not None})
-    ms = [r.latency_ms for r in records if r.status == 200]
-    refused_ms = [r.latency_ms for r in records if r.status in (503, 504)]
+    ms = [t for r in records if r.status == 200 and (t := r.latency_ms) is not None]
+    refused_ms = [t for r in records if r.status in (503, 504) and (t := r.latency_ms) is not None]
     return {
         "requests": len(records),
         "status": status_counts(statuses, sum(errors.values())),
@@ -495,7 +501,7 @@ def classify_sigterm(records: list[Record], sigterm_at: float) -> dict:
         "lost_detail": [
             {
                 "error": r.error,
-                "sent_ms_before_sigterm": round((sigterm_at - r.sent) * 1000, 2),
+                "sent_ms_before_sigterm": None if r.sent is None else round((sigterm_at - r.sent) * 1000, 2),
                 "fresh_connection": r.fresh_connection,
             }
             for r in lost[:20]

@@ -6,7 +6,7 @@ survives. The run happens in a copy of the working tree's tracked files (cosmic-
 place: the checkout is never touched). It prints each module's score and its survivors, writes them to
 docs/mutation.md (or PATH) with --write [PATH], and exits 1 when a module's score is below mutation.toml's min_score.
 
-    python scripts/mutation.py [--write [PATH]] [--only app/batcher.py ...]
+    python -m scripts.mutation [--write [PATH]] [--only app/batcher.py ...]
 """
 
 from __future__ import annotations

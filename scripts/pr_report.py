@@ -1,6 +1,6 @@
 """Markdown report of a pipeline run against a base revision, for the PR comment (CML `cml comment update`).
 
-    python scripts/pr_report.py --base origin/main --out report.md
+    python -m scripts.pr_report --base origin/main --out report.md
 
 On top, for a 30-second read: a table of the key figures, base → this PR — test MCC, accuracy and macro F1
 (evaluate), the served model's MCC and size (export), its p50 latency at the smallest batch size with the same-run
@@ -28,13 +28,10 @@ import sys
 from pathlib import Path
 
 # Paths are defined once (cola/paths.py), and the benchmark's file and key names in the module that writes them.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cola import benchmark as bench  # noqa: E402
-from cola import bootstrap as pb  # noqa: E402
-from cola import paths  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import pr_charts as charts  # noqa: E402
+from cola import benchmark as bench
+from cola import bootstrap as pb
+from cola import paths
+from scripts import pr_charts as charts
 
 EVALUATE_METRICS = paths.EVALUATE_METRICS.relative_to(paths.ROOT).as_posix()  # test metrics at the top level
 EXPORT_METRICS = paths.EXPORT_METRICS.relative_to(paths.ROOT).as_posix()  # "served" = the bundle's variant
@@ -58,7 +55,7 @@ class ReportError(RuntimeError):
 class Dvc:
     """Runs the dvc CLI; keeps what DVC warned about (e.g. a revision without metrics) for the report."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.warnings: list[str] = []
 
     def __call__(self, *args: str) -> str:
@@ -181,11 +178,12 @@ def revision_json(rev: str | None, path: str) -> dict | None:
 
 def significance(base: str) -> dict[str, pb.Change] | str:
     """The paired bootstrap of both revisions' test predictions, or a short reason why there is none."""
-    texts = {}
+    texts: dict[str, str] = {}
     for rev, name in ((base, f"`{base}`"), (None, "this PR")):
-        texts[name] = revision_text(rev, PREDICTIONS)
-        if texts[name] is None:
+        text = revision_text(rev, PREDICTIONS)
+        if text is None:
             return f"no per-sentence predictions ({PREDICTIONS}) in {name}: plain difference"
+        texts[name] = text
     try:
         old, new = (pb.read_predictions(text, f"{PREDICTIONS} in {name}") for name, text in texts.items())
         return pb.paired_bootstrap(*pb.pair(old, new))
@@ -284,7 +282,8 @@ def benchmark_chart(base: str, figure: str, title: str, y_title: str) -> str | N
                 int(k[2:]): v.get(figure) for k, v in runs.items() if re.fullmatch(r"bs\d+", k) and isinstance(v, dict)
             }
             name = f"{'served' if variant == bench.SERVED else variant} {base if rev else 'this PR'}"
-            wanted[name] = ({bs: v for bs, v in sizes.items() if number(v) is not None}, colour, rev is None)
+            numeric = {bs: v for bs, v in sizes.items() if v is not None and number(v) is not None}
+            wanted[name] = (numeric, colour, rev is None)
     leading = [set(sizes) for sizes, _, new in wanted.values() if new] or [set(s) for s, _, _ in wanted.values()]
     common = sorted(set.intersection(*leading)) if leading else []
     if not common:

@@ -1,9 +1,9 @@
 """The two AWS questions the deploy workflow asks that no template answers (everything else is deploy/template.yaml,
 deployed by `sam deploy`; CloudFormation and CodeDeploy run the canary and the rollback):
 
-    python scripts/serving_stack.py live-sha --stack cola-serving      # the DeployedSha output of the live stack
-    python scripts/serving_stack.py image-uri --repository cola-serving --tag <sha>   # <registry>/<repo>@sha256:...
-    python scripts/serving_stack.py outputs --stack cola-serving       # status and outputs, a Markdown table
+    python -m scripts.serving_stack live-sha --stack cola-serving      # the DeployedSha output of the live stack
+    python -m scripts.serving_stack image-uri --repository cola-serving --tag <sha>   # <registry>/<repo>@sha256:...
+    python -m scripts.serving_stack outputs --stack cola-serving       # status and outputs, a Markdown table
 
 `live-sha` prints nothing when nothing is live (no stack, or a first create that rolled back: ROLLBACK_COMPLETE has
 no outputs); `image-uri` exits 3 when the tag is not in ECR (the workflow then builds and pushes it). Any other AWS

@@ -1,6 +1,6 @@
 """The experiments a `train` workflow run will start (.github/workflows/train.yml), checked before any runner trains.
 
-    python scripts/train_plan.py --name lr-sweep --params "train.trainer.max_epochs=3" \
+    python -m scripts.train_plan --name lr-sweep --params "train.trainer.max_epochs=3" \
         --sweep "model.lr=1e-5,3e-5,1e-4" --hardware gpu --max-experiments 20 --max-parallel 4
 
 `--params` are `dvc exp run -S` overrides for every experiment; `--sweep` uses the sweep syntax of
@@ -24,9 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the checkout: cola/ is there
-
-from cola.config import ConfigError, compose_params  # noqa: E402
+from cola.config import ConfigError, compose_params
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")  # a git ref component: the experiment is refs/exps/.../<name>
 

@@ -11,6 +11,8 @@ import lightning as L
 import pandas as pd
 from dvclive.lightning import DVCLiveLogger
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
 
 from cola.config import load_params, run_main, to_plain
 from cola.data import LABELS
@@ -66,21 +68,9 @@ def log_validation_analysis(probs, threshold: float, validation: pd.DataFrame, l
             )
 
 
-def main() -> None:
-    params = load_params()
-    cfg = params.train
-    L.seed_everything(params.seed, workers=True)
-
-    tokenizer = load_tokenizer(params.model.pretrained)
-    splits = {name: pd.read_parquet(PREPARED_DIR / f"{name}.parquet") for name in ("train", "validation")}
-    loading = {"num_workers": cfg.num_workers, "pin_memory": cfg.pin_memory}  # the hardware group (conf/hardware/)
-    train_loader = make_loader(
-        splits["train"], tokenizer, params.model.max_length, cfg.batch_size, shuffle=True, **loading
-    )
-    val_loader = make_loader(splits["validation"], tokenizer, params.model.max_length, cfg.eval_batch_size, **loading)
-
-    m = params.model
-    module = AcceptabilityClassifier(
+def make_module(m: DictConfig, cfg: DictConfig) -> AcceptabilityClassifier:
+    """The model to fine-tune, from params model (and train.label_smoothing)."""
+    return AcceptabilityClassifier(
         m.pretrained,
         m.lr,
         m.weight_decay,
@@ -90,10 +80,12 @@ def main() -> None:
         label_smoothing=cfg.label_smoothing,
     )
 
-    loggers = [DVCLiveLogger(dir=str(TRAIN_REPORT_DIR), dvcyaml=False, save_dvc_exp=False)]
-    if cfg.wandb.enabled:
-        loggers.append(make_wandb_logger(cfg.wandb, params))
 
+def fit_best(
+    module: AcceptabilityClassifier, loaders: tuple[DataLoader, DataLoader], loggers: list, cfg: DictConfig
+) -> tuple[AcceptabilityClassifier, float] | None:
+    """Fit, then load the best checkpoint on train.monitor: (its model, its score), or None on a DDP rank other
+    than 0 (only rank 0 writes the model and reports)."""
     with tempfile.TemporaryDirectory() as checkpoint_dir:
         checkpoint = ModelCheckpoint(
             dirpath=checkpoint_dir, filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode, save_top_k=1
@@ -106,10 +98,40 @@ def main() -> None:
             logger=loggers,
             default_root_dir=checkpoint_dir,
         )
-        trainer.fit(module, train_loader, val_loader)
-        if not trainer.is_global_zero:  # under DDP only rank 0 writes the model and reports
-            return
-        module = AcceptabilityClassifier.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu")
+        trainer.fit(module, *loaders)
+        if not trainer.is_global_zero:
+            return None
+        best = AcceptabilityClassifier.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu")
+        return best, float(checkpoint.best_model_score)  # type: ignore[arg-type]  # set once fit has validated
+
+
+def record_summary(live, cfg: DictConfig, best_score: float, threshold: float, val_mcc: float) -> None:
+    """The run's summary in reports/train/metrics.json (DVCLive)."""
+    live.summary["best_" + cfg.monitor.replace("/", "_")] = best_score
+    live.summary["decision_threshold"] = threshold
+    live.summary["val_mcc_at_threshold"] = val_mcc  # optimistic when tuned: chosen on these same rows
+    live.make_summary()
+
+
+def main() -> None:
+    params = load_params()
+    cfg, m = params.train, params.model
+    L.seed_everything(params.seed, workers=True)
+
+    tokenizer = load_tokenizer(m.pretrained)
+    splits = {name: pd.read_parquet(PREPARED_DIR / f"{name}.parquet") for name in ("train", "validation")}
+    loading = {"num_workers": cfg.num_workers, "pin_memory": cfg.pin_memory}  # the hardware group (conf/hardware/)
+    train_loader = make_loader(splits["train"], tokenizer, m.max_length, cfg.batch_size, shuffle=True, **loading)
+    val_loader = make_loader(splits["validation"], tokenizer, m.max_length, cfg.eval_batch_size, **loading)
+    module = make_module(m, cfg)
+
+    loggers = [DVCLiveLogger(dir=str(TRAIN_REPORT_DIR), dvcyaml=False, save_dvc_exp=False)]
+    if cfg.wandb.enabled:
+        loggers.append(make_wandb_logger(cfg.wandb, params))
+    fitted = fit_best(module, (train_loader, val_loader), loggers, cfg)
+    if fitted is None:  # under DDP only rank 0 writes the model and reports
+        return
+    module, best_score = fitted
 
     probs = predict_proba(
         module.model, tokenizer, list(splits["validation"]["sentence"]), m.max_length, cfg.eval_batch_size
@@ -118,16 +140,12 @@ def main() -> None:
     module.model.config.decision_threshold = threshold  # travels in config.json to evaluate and the bundle
     module.model.save_pretrained(MODEL_DIR)
     tokenizer.save_pretrained(MODEL_DIR)
-    live = loggers[0].experiment
-    live.summary["best_" + cfg.monitor.replace("/", "_")] = float(checkpoint.best_model_score)
-    live.summary["decision_threshold"] = threshold
-    live.summary["val_mcc_at_threshold"] = val_mcc  # optimistic when tuned: chosen on these same rows
-    live.make_summary()
+    record_summary(loggers[0].experiment, cfg, best_score, threshold, val_mcc)
     log_validation_analysis(probs, threshold, splits["validation"], loggers)
     for logger in loggers[1:]:
         logger.experiment.finish()
     print(
-        f"train: best {cfg.monitor} = {float(checkpoint.best_model_score):.4f}; threshold {threshold:.2f} "
+        f"train: best {cfg.monitor} = {best_score:.4f}; threshold {threshold:.2f} "
         f"(validation MCC {val_mcc:.4f}); model saved to {MODEL_DIR}"
     )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from cola.config import ROOT
+from cola.paths import ROOT
 
 pytest_plugins = ["tests.conftest_bundle"]
 
@@ -137,20 +137,20 @@ def tiers_of(item: pytest.Item) -> list[str]:
     return names + [tier for prefix, tiers in PREFIX_TIERS.items() if item.nodeid.startswith(prefix) for tier in tiers]
 
 
-_missing_cache: dict[str, list[str]] = {}
-_skipped: dict[str, dict] = {}  # tier -> {"missing": [...], "remedy": str, "tests": int}
+missing_cache: dict[str, list[str]] = {}
+skipped_tiers: dict[str, dict] = {}  # tier -> {"missing": [...], "remedy": str, "tests": int}
 
 
 def missing_for(tier: str) -> list[str]:
-    if tier not in _missing_cache:
+    if tier not in missing_cache:
         checks, _ = TIERS[tier]
-        _missing_cache[tier] = [label for label, check in checks.items() if not check()]
-    return _missing_cache[tier]
+        missing_cache[tier] = [label for label, check in checks.items() if not check()]
+    return missing_cache[tier]
 
 
 def skip_tier(tier: str, missing: list[str], remedy: str) -> None:
     """Skip the running test because its tier cannot run here; under COLA_REQUIRE_ALL_TIERS=1 fail instead."""
-    entry = _skipped.setdefault(tier, {"missing": missing, "remedy": remedy, "tests": 0})
+    entry = skipped_tiers.setdefault(tier, {"missing": missing, "remedy": remedy, "tests": 0})
     entry["tests"] += 1
     reason = f"{tier} tier: {', '.join(missing)} missing; {remedy}"
     if REQUIRE_ALL:
@@ -166,12 +166,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    if not _skipped:
+    if not skipped_tiers:
         return
     failed = REQUIRE_ALL
     verb = "FAILED (COLA_REQUIRE_ALL_TIERS=1)" if failed else "skipped"
     terminalreporter.section(f"test tiers {verb}", sep="=", yellow=not failed, red=failed)
-    for tier, entry in sorted(_skipped.items()):
+    for tier, entry in sorted(skipped_tiers.items()):
         terminalreporter.write_line(f"{tier}: {entry['tests']} test(s) skipped; missing {', '.join(entry['missing'])}")
         terminalreporter.write_line(f"    {entry['remedy']}")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from cola.config import ROOT
+from cola.paths import ROOT
 
 # Keys no stage declares, because changing them cannot change any stage's outputs.
 NOT_OUTPUT_AFFECTING = {

@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import boto3
 import pytest
 import yaml
 
-from tests.aws.awsenv import REPO_ROOT
+from tests.aws.awsenv import checkout_env, script
 from tests.aws.test_dvc_remote import BUCKET, OUTPUTS, dvc, pipeline_repo, use_s3, wipe  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def reviewed(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    script = REPO_ROOT / "scripts" / "check_reviewed.py"
-    return subprocess.run([sys.executable, str(script), *args], cwd=repo, capture_output=True, text=True)
+    return subprocess.run(script("check_reviewed", *args), cwd=repo, env=checkout_env(), capture_output=True, text=True)
 
 
 def downloaded(repo: Path) -> list[str]:

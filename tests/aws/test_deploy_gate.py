@@ -1,23 +1,22 @@
 """scripts/deploy_gate.py on real git repositories (and real GTO tags): what decides a deploy, and under which model
-version. The gate runs as the workflow runs it: `python scripts/deploy_gate.py` with GitHub's env, in a checkout,
+version. The gate runs as the workflow runs it: `python -m scripts.deploy_gate` with GitHub's env, in a checkout,
 writing $GITHUB_OUTPUT. LIVE_SHA stands for the serving stack's DeployedSha output (the workflow reads it with
 scripts/serving_stack.py; tests/aws/test_workflow_runs.py reads it from moto's CloudFormation)."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.aws.awsenv import REPO_ROOT
+from scripts import deploy_gate
+from tests.aws.awsenv import REPO_ROOT, checkout_env, script
 from tests.aws.github_api import FakeGitHubApi
 
 pytestmark = pytest.mark.integration
 
 REPO = "example/cola-mlops"
-GATE = REPO_ROOT / "scripts" / "deploy_gate.py"
 
 
 def lock(bundle: str, benchmark: str = "b0") -> str:
@@ -62,7 +61,7 @@ class Repo:
         output.touch()
         base = {"PATH": __import__("os").environ["PATH"], "GITHUB_REPOSITORY": REPO, "GITHUB_OUTPUT": str(output)}
         done = subprocess.run(
-            [sys.executable, str(GATE)], cwd=self.path, env={**base, **env}, capture_output=True, text=True
+            script("deploy_gate"), cwd=self.path, env=checkout_env({**base, **env}), capture_output=True, text=True
         )
         outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
         return done.returncode, outputs, done.stdout + done.stderr
@@ -294,8 +293,6 @@ def test_after_a_rollback_automatic_deploys_hold_until_a_deliberate_one(repo, tm
 
 def test_the_registry_of_this_repository(repo):
     """dvc.yaml declares the bundle under the name the workflows use; .gto allows only the `prod` stage."""
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    import deploy_gate
     import yaml
 
     declared = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["artifacts"]

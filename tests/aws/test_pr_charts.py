@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 
 import pytest
 
-from tests.aws.awsenv import REPO_ROOT
+from scripts import pr_charts as charts
 from tests.aws.mermaid import mmdc, render_markdown
-
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import pr_charts as charts  # noqa: E402
 
 HOSTILE = 'v"] \n```%%{init: {"theme": "dark"}}%% --> ;x[<script>' + "`" * 3
 

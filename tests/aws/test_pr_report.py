@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.aws.awsenv import REPO_ROOT
+from tests.aws.awsenv import REPO_ROOT, checkout_env, script
 from tests.aws.mermaid import render_markdown
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SCRIPT = REPO_ROOT / "scripts" / "pr_report.py"
 
 # Writes what the real stages write, in the same places and formats: evaluate metrics, plots and per-sentence
 # predictions (the PR, lr 0.002, fixes half the base's errors), DVCLive validation curves, export metrics and
@@ -146,7 +145,9 @@ def run(repo: Path, *command: str, env: dict | None = None) -> subprocess.Comple
 
 
 def report(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=repo, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        script("pr_report", *args), cwd=repo, env=checkout_env(), capture_output=True, text=True, timeout=300
+    )
 
 
 def squeeze(markdown: str) -> str:

@@ -1,4 +1,4 @@
-"""The `train` workflow (.github/workflows/train.yml), run step by step (scripts/run_workflow_locally.py) on this CPU:
+"""The `train` workflow (.github/workflows/train.yml), run step by step (tests/aws/workflow_runner.py) on this CPU:
 moto_server's S3 is the DVC remote, a bare git repository is `origin` ("GitHub"), and every job runs in its own
 fresh clone of it, as on GitHub's machines. The project is this one with the smoke config on the CoLA-format
 fixture (tests/fixtures/cola), its pipeline cut after `train`, its raw data pushed to the remote. Every `run:` step
@@ -28,11 +28,8 @@ import pytest
 import yaml
 
 from tests.aws.awsenv import DUMMY_AWS_ENV, REGION, REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from run_workflow_locally import Runner  # noqa: E402
-
-from tests.aws.test_workflow_runs import host_env, stub_calls  # noqa: E402  (the deploy tests' runner machine)
+from tests.aws.test_workflow_runs import host_env, stub_calls  # the deploy tests' runner machine
+from tests.aws.workflow_runner import Runner
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,11 +37,13 @@ BUCKET = "cola-mlops-dvc"  # .dvc/config's remote "s3"
 REPO = "example/cola-mlops"
 PROJECT = [
     ".github/workflows/train.yml",
+    "scripts/__init__.py",
     "scripts/train_plan.py",
     "cola",
     "stages",
     "app",
     "contract",
+    "runtime",
     "conf",
     "hydra_plugins",
     "dvc_plots_template",

@@ -1,4 +1,4 @@
-"""The PR-report and deploy workflows, run step by step (scripts/run_workflow_locally.py) in a throwaway git+DVC
+"""The PR-report and deploy workflows, run step by step (tests/aws/workflow_runner.py) in a throwaway git+DVC
 repository against moto_server: every `run:` step as written, with the real dvc, git, gto and scripts (ECR and
 CloudFormation in moto); only `cml`, `docker`, `sam` and the `uses:` actions are stood in for (they need GitHub, a
 Docker engine, or a SAM transform moto lacks; see the runner's docstring). The release job's `gto ... --push` pushes
@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -27,9 +26,7 @@ import yaml
 
 from tests.aws.awsenv import DUMMY_AWS_ENV, REGION, REPO_ROOT
 from tests.aws.github_api import FakeGitHubApi
-
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from run_workflow_locally import Runner, install_stubs  # noqa: E402
+from tests.aws.workflow_runner import Runner, install_stubs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,6 +49,7 @@ PROJECT_PATHS = [
     "cola",
     "app",
     "contract",
+    "runtime",
     "docker/Dockerfile.lambda",
     "docker/requirements-lambda.txt",
     "docker/fetch-wheels.sh",

@@ -88,7 +88,7 @@ def test_actionlint_runs_shellcheck_on_run_steps(tmp_path):  # shellcheck tier (
         (WORKFLOWS / "pr-report.yml")
         .read_text()
         .replace(
-            "run: python scripts/check_reviewed.py pr --no-remote", "run: python -m pip install $(cat requirements.txt)"
+            "run: python -m scripts.check_reviewed pr --no-remote", "run: python -m pip install $(cat requirements.txt)"
         )
     )
     (tmp_path / "broken.yml").write_text(broken)
@@ -113,7 +113,7 @@ def test_pr_report_checks_instead_of_retraining_and_updates_one_watermarked_comm
     assert checkout["with"]["fetch-depth"] == 0
     run = scripts(report)
     assert "dvc repro" not in run and "make raw-data" not in run  # CI never trains: the author runs the pipeline
-    assert run.index("check_reviewed.py pr --remote s3") < run.index("scripts/pr_report.py")
+    assert run.index("check_reviewed pr --remote s3") < run.index("scripts.pr_report")
     assert "cml comment update" in run and "cml comment create" not in run
     assert '--watermark-title="cola-pr-report"' in run  # never edits another bot's CML comment
     comment = [line for line in run.splitlines() if "cml comment" in line and not line.lstrip().startswith("#")]
@@ -126,8 +126,7 @@ def test_pr_report_checks_instead_of_retraining_and_updates_one_watermarked_comm
 @pytest.mark.parametrize("ref", ["refs/heads/main", "refs/pull/7/merge"])
 def test_ci_never_cancels_a_run_on_main_but_a_newer_pr_push_cancels_the_older(ref):
     """Evaluated with the workflow runner's GitHub expression evaluator for two pushes to the same ref."""
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    from run_workflow_locally import substitute
+    from tests.aws.workflow_runner import substitute
 
     concurrency = load("ci.yml")["concurrency"]
     first, second = (substitute(concurrency, {"github": {"ref": ref, "sha": sha}}) for sha in ("a" * 40, "b" * 40))
@@ -145,7 +144,7 @@ def test_deploy_runs_only_after_ci_passed_on_main_through_oidc_one_at_a_time():
     assert load("ci.yml")["name"] == "ci"  # the name workflow_run listens to
     jobs = deploy["jobs"]
     gate, job, release = jobs["gate"], jobs["deploy"], jobs["release"]
-    assert "scripts/deploy_gate.py" in "".join(s.get("run", "") for s in gate["steps"])
+    assert "python -m scripts.deploy_gate" in "".join(s.get("run", "") for s in gate["steps"])
     assert job["needs"] == "gate" and job["if"] == "needs.gate.outputs.deploy == 'true'"
     assert deploy["concurrency"]["cancel-in-progress"] is False
     assert "id-token" not in deploy["permissions"] and deploy["permissions"] == {"contents": "read"}
@@ -167,9 +166,9 @@ def test_deploy_runs_only_after_ci_passed_on_main_through_oidc_one_at_a_time():
     assert "aws-access-key-id" not in text and "secrets.AWS" not in text  # no long-lived keys
     run = scripts({"jobs": {"deploy": job}})
     order = [
-        "check_reviewed.py bundle --locked-only",
+        "check_reviewed bundle --locked-only",
         "dvc pull -r s3 artifacts/bundle",
-        "python scripts/check_reviewed.py bundle\n",
+        "python -m scripts.check_reviewed bundle\n",
         "docker/Dockerfile.lambda",
         "docker push",
         "sam deploy",
@@ -237,7 +236,7 @@ def test_train_checks_first_runs_where_configured_and_pushes_only_experiments():
     assert list(jobs) == ["plan", "runners", "experiment", "report"]  # the local runner runs them in this order
     plan, runners, experiment, report = jobs.values()
     # the check runs on a small hosted runner, before any runner is launched or any experiment starts
-    assert plan["runs-on"] == "ubuntu-latest" and "scripts/train_plan.py" in scripts({"jobs": {"plan": plan}})
+    assert plan["runs-on"] == "ubuntu-latest" and "python -m scripts.train_plan" in scripts({"jobs": {"plan": plan}})
     assert "requirements.txt" in str(plan) and "pip install -r requirements.txt" not in str(plan)  # no torch here
     assert runners["needs"] == "plan" and runners["if"] == "vars.TRAIN_CML_LAUNCH == 'true'"
     assert experiment["needs"] == ["plan", "runners"] and "needs.plan.result == 'success'" in experiment["if"]
@@ -278,8 +277,7 @@ def test_train_checks_first_runs_where_configured_and_pushes_only_experiments():
 def test_deploy_gate_watches_everything_the_image_is_built_from():
     """Every COPY source of the Lambda image is in the gate's IMAGE_INPUTS, or is the bundle (compared by its
     md5 in dvc.lock) or the wheels (fetched from requirement files that are inputs)."""
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    import deploy_gate
+    from scripts import deploy_gate
 
     def watched(path: str) -> bool:
         return any(path == p or path.startswith(p) for p in deploy_gate.IMAGE_INPUTS)

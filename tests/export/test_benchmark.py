@@ -1,4 +1,4 @@
-"""The benchmark (cola/benchmark.py, the core of the benchmark stage) end to end on smoke settings
+"""The benchmark stage (stages/benchmark.py, with its timing pieces in cola/benchmark.py) end to end on smoke settings
 (conf/benchmark/smoke.yaml) and the tiny model."""
 
 import json
@@ -18,7 +18,7 @@ from tests.conftest_bundle import cola_rows
 def test_benchmark_smoke_run_writes_timing_headline_run_info_and_plots(
     tiny_model_dir, tiny_variants, tiny_bundle, tmp_path
 ):
-    from cola.benchmark import run
+    from stages.benchmark import run
 
     compose_params(tmp_path / "params.yaml", ["benchmark=smoke"])
     params = load_params(tmp_path / "params.yaml")
@@ -125,7 +125,7 @@ def test_cpuinfo_fingerprint_keeps_model_and_relevant_vector_flags():
 
 
 def test_unknown_variant_is_refused_before_anything_runs(tmp_path):
-    from cola.benchmark import run
+    from stages.benchmark import run
 
     compose_params(tmp_path / "params.yaml", ["benchmark=smoke", "benchmark.variants=[pytorch,onnx_fp16]"])
     params, nothing = load_params(tmp_path / "params.yaml"), tmp_path / "absent"  # nothing is read before the check

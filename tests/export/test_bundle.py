@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from cola import onnx_export as ox
-from cola.config import ROOT, load_params, resolve_pretrained
-from contract.bundle import BundleError, verify_manifest
+from cola.config import load_params, resolve_pretrained
+from cola.paths import ROOT
+from contract.bundle import BundleError, softmax, verify_manifest
 from tests.conftest_bundle import FIXTURE_COLA, MINILM, TINY_MAX_LENGTH, cola_rows
 
 
@@ -111,7 +112,7 @@ PREDICT = textwrap.dedent(
         sys.exit("the import blocker did not block torch")
     except ImportError:
         pass
-    from app.predictor import BundlePredictor
+    from runtime.predictor import BundlePredictor
     probs = BundlePredictor(sys.argv[1]).predict_proba(json.loads(sys.argv[2]))
     print(json.dumps(probs.tolist()))
     print("modules:", sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers")))
@@ -137,5 +138,5 @@ def test_bundle_predictor_serves_without_torch_or_transformers(tiny_bundle, tmp_
     # Same model file, same tokenizer, run here with onnxruntime directly: the probabilities must agree.
     tokenizer = ox.bundle_tokenizer(tiny_bundle, TINY_MAX_LENGTH)
     session = ox.make_session(tiny_bundle / "model.onnx", threads=1)
-    expected = ox.softmax(ox.ort_logits(session, ox.encode(tokenizer, sentences)))
+    expected = softmax(ox.ort_logits(session, ox.encode(tokenizer, sentences)))
     np.testing.assert_allclose(np.array(json.loads(probs_line)), expected, atol=1e-5)

@@ -9,11 +9,11 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 
-from app.predictor import BundlePredictor
 from cola import model_card
 from cola import onnx_export as ox
 from cola.config import compose_params, load_params
-from contract.bundle import MODEL_CARD, MODEL_CARD_MD, BundleError, verify_manifest, write_manifest
+from contract.bundle import MODEL_CARD, MODEL_CARD_MD, BundleError, softmax, verify_manifest, write_manifest
+from runtime.predictor import BundlePredictor
 from tests.conftest_bundle import FIXTURE_COLA, TINY_MAX_LENGTH, card_sources, cola_rows
 
 
@@ -112,7 +112,7 @@ def test_preoptimised_bundle_loads_without_reoptimising_and_serves_the_same(
     outputs = {n.output[0] for n in fused}
     assert not [n for n in graph.node if n.op_type == "Add" and set(n.input) & outputs and set(n.input) & biases]
 
-    expected = ox.softmax(ox.variant_logits(tiny_model_dir, tiny_static, sentences, TINY_MAX_LENGTH, batch_size=1))
+    expected = softmax(ox.variant_logits(tiny_model_dir, tiny_static, sentences, TINY_MAX_LENGTH, batch_size=1))
     served = np.concatenate([BundlePredictor(bundle).predict_proba([s]) for s in sentences])
     np.testing.assert_allclose(served, expected, atol=1e-5)
 

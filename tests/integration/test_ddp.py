@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cola.config import ROOT, compose_params
+from cola.config import compose_params
+from cola.paths import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -34,7 +35,7 @@ def run_stage(project, stage: str) -> str:
 
 def test_ddp_on_two_cpu_processes_trains_and_only_rank_0_writes(tmp_path, cola_dir):
     project = tmp_path / "project"
-    for name in ("cola", "stages", "app", "contract", "conf"):
+    for name in ("cola", "stages", "app", "contract", "runtime", "conf"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     compose_params(
         project / "params.yaml",
@@ -70,17 +71,14 @@ def test_ddp_on_two_cpu_processes_trains_and_only_rank_0_writes(tmp_path, cola_d
         "plots",
     ]
 
-    sys.path.insert(0, str(project))  # the copy's modules are the ones under test; identical to ours
-    try:
-        from cola.metrics import tune_threshold
-        from cola.model import load_classifier, load_tokenizer, predict_proba
+    # the copy's modules are identical to this checkout's (imported here): the saved model is read back with them
+    from cola.metrics import tune_threshold
+    from cola.model import load_classifier, load_tokenizer, predict_proba
 
-        model, tokenizer = load_classifier(str(model_dir)), load_tokenizer(str(model_dir))
-        probs = predict_proba(model, tokenizer, ["the cat sat on the mat", "mat the on sat cat the"], max_length=64)
-        validation = pd.read_parquet(project / "data" / "prepared" / "validation.parquet")
-        val_probs = predict_proba(model, tokenizer, list(validation["sentence"]), max_length=128)  # as train does
-    finally:
-        sys.path.remove(str(project))
+    model, tokenizer = load_classifier(str(model_dir)), load_tokenizer(str(model_dir))
+    probs = predict_proba(model, tokenizer, ["the cat sat on the mat", "mat the on sat cat the"], max_length=64)
+    validation = pd.read_parquet(project / "data" / "prepared" / "validation.parquet")
+    val_probs = predict_proba(model, tokenizer, list(validation["sentence"]), max_length=128)  # as train does
     assert probs.shape == (2, 2) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
     # The tuned threshold is saved with the model (evaluate and the export read it from there): read back from

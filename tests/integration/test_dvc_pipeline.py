@@ -16,7 +16,7 @@ import sys
 import pytest
 import yaml
 
-from cola.config import ROOT
+from cola.paths import ROOT
 from tests import pipeline_rules as rules
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -26,6 +26,7 @@ PROJECT = [
     "stages",
     "app",
     "contract",
+    "runtime",
     "conf",
     "hydra_plugins",  # registers the config schema when `dvc exp run -S` composes conf/
     "dvc_plots_template",  # .dvc/config's plots.html_template

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from cola.config import ROOT
+from cola.paths import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = "/usr/bin/chromium"

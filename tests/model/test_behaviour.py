@@ -13,10 +13,10 @@ import shutil
 import pandas as pd
 import pytest
 
-from app.predictor import BundlePredictor
 from cola import behaviour
 from cola.behaviour import FLOORS, MAX_PERIOD_MEDIAN_CHANGE, MAX_WHITESPACE_CHANGE
 from contract.bundle import CONFIG, write_manifest
+from runtime.predictor import BundlePredictor
 from tests.conftest_bundle import cola_rows
 
 

@@ -16,7 +16,8 @@ import sys
 import pytest
 import yaml
 
-from cola.config import ROOT, compose_params
+from cola.config import compose_params
+from cola.paths import ROOT
 from tests import pipeline_rules as rules
 
 HARDWARE = ROOT / "conf" / "hardware"
@@ -104,7 +105,7 @@ def test_the_gpu_groups_loading_settings_do_not_change_the_metrics(tmp_path, col
     training on the fixture data, once as configured and once with the GPU group's workers and pinned memory,
     writes the same metrics and the same weights (on a CPU, where precision and the device stay the same)."""
     base = tmp_path / "base"
-    for name in ("cola", "stages", "app", "contract", "conf"):
+    for name in ("cola", "stages", "app", "contract", "runtime", "conf"):
         shutil.copytree(ROOT / name, base / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(cola_dir, base / "data" / "raw")  # what `stages.get_data` puts there
     smoke = ["train=smoke", "data.max_train_rows=240", "data.max_test_rows=48", "train.trainer.accelerator=cpu"]

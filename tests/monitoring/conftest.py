@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from app.predictor import BundlePredictor
-from cola.config import ROOT
+from cola.paths import ROOT
+from runtime.predictor import BundlePredictor
 from tests.monitoring import streams
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from app.predictor import BundlePredictor
-from cola.config import ROOT
+from cola.paths import ROOT
 from contract.bundle import BundleError
 from contract.features import upper_ratio
+from runtime.predictor import BundlePredictor
 
 COLA_DIR = ROOT / "tests" / "fixtures" / "cola"  # made-up CoLA-format data, present on every machine
 FULL_COLA_DIR = ROOT.parent / "shared" / "data" / "cola"

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from cola import monitoring
-from cola.config import ROOT
+from cola.paths import ROOT
 from contract.logs import PREDICTION_FIELDS, TEXT_FIELD
 from tests.monitoring import streams
 from tests.net import free_port

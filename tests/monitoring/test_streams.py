@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from app.predictor import BundlePredictor
-from cola.config import ROOT
+from cola.paths import ROOT
+from runtime.predictor import BundlePredictor
 from tests.monitoring import streams
 
 

@@ -18,10 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.predictor import BundlePredictor
 from app.settings import Settings
 from app.telemetry import LOGGER, JsonFormatter
-from cola.config import ROOT
+from cola.paths import ROOT
+from runtime.predictor import BundlePredictor
 from tests.net import free_port
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.predictor import BundlePredictor
+from runtime.predictor import BundlePredictor
 
 
 def assert_labels_follow_the_threshold(predictor: BundlePredictor, predictions: list[dict]) -> None:

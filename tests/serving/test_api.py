@@ -33,7 +33,7 @@ def test_the_label_follows_the_bundles_decision_threshold(tiny_bundle, settings,
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from app.predictor import BundlePredictor
+    from runtime.predictor import BundlePredictor
     from tests.serving.test_predictor import bundle_with_threshold
 
     texts = ["The cat sat on the mat.", "Mat the on sat cat.", "Yes."]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from app.batcher import MicroBatcher, Overloaded
-from app.predictor import Encoded
+from runtime.predictor import Encoded
 
 
 def encoded(*names: str, tokens: int = 4) -> Encoded:

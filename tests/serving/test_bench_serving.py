@@ -5,26 +5,14 @@ server. Nothing here is timed."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import random
-import sys
 
 import pytest
 
-from cola.config import ROOT
+from scripts import bench_serving as bench
+from scripts import loadgen
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-loadgen = _load("loadgen")
-bench = _load("bench_serving")
 Record = loadgen.Record
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from cola.config import ROOT
+from cola.paths import ROOT
 from tests.net import free_port
 from tests.serving.conftest import serve_env, wait_ready
 

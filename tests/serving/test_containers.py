@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from cola.config import ROOT
+from cola.paths import ROOT
 from tests.net import free_port
 from tests.serving.labels import assert_labels_follow_the_threshold
 from tests.serving.lambda_runtime import LambdaRuntimeAPI
@@ -40,9 +40,8 @@ def build_context(tiny_bundle, tmp_path_factory) -> Path:
     subprocess.run(["bash", "docker/podman-setup.sh"], cwd=ROOT, check=True, timeout=1800)
     context = tmp_path_factory.mktemp("context")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(ROOT / "app", context / "app", ignore=ignore)
-    shutil.copytree(ROOT / "contract", context / "contract", ignore=ignore)
-    shutil.copytree(ROOT / "docker", context / "docker", ignore=ignore)
+    for package in ("app", "contract", "runtime", "docker"):  # what the Dockerfiles COPY
+        shutil.copytree(ROOT / package, context / package, ignore=ignore)
     shutil.copytree(tiny_bundle, context / "artifacts" / "bundle")
     shutil.copyfile(ROOT / ".dockerignore", context / ".dockerignore")
     (context / "stray-secret.txt").write_text("must not reach the image")  # .dockerignore keeps it out

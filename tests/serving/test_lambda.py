@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from app.predictor import BundlePredictor
-from cola.config import ROOT
+from cola.paths import ROOT
+from runtime.predictor import BundlePredictor
 from tests.serving.conftest import serve_env
 from tests.serving.labels import assert_labels_follow_the_threshold
 from tests.serving.lambda_runtime import LambdaRuntimeAPI

@@ -17,7 +17,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from cola.config import ROOT
+from cola.paths import ROOT
 
 SERVING_LOCK = ROOT / "app" / "requirements.lock"
 LAMBDA_LOCK = ROOT / "docker" / "requirements-lambda.txt"

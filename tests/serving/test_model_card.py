@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.predictor import BundlePredictor
 from contract.bundle import MODEL_CARD, BundleError, write_manifest
+from runtime.predictor import BundlePredictor
 from tests.serving.test_lambda import Context, fresh_lambda_handler, load_event
 
 

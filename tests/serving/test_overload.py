@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from app.main import create_app
-from cola.config import ROOT
+from cola.paths import ROOT
 from tests.net import free_port
 from tests.serving.conftest import serve_env, wait_ready
 from tests.serving.labels import assert_labels_follow_the_threshold

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.predictor import BundlePredictor
 from contract.bundle import BundleError
+from runtime.predictor import BundlePredictor
 
 
 def test_exposes_bundle_metadata(predictor, tiny_bundle):
@@ -32,11 +32,9 @@ def test_long_input_is_truncated_but_counted(predictor):
     long_text = "word " * 300
     encoded = predictor.encode([long_text, "short"])
     assert encoded.tokens[0] == 302  # 300 words + [CLS] + [SEP], before truncation
-    feeds = predictor._feeds(encoded, [0, 1])
-    assert feeds["input_ids"].shape == (2, predictor.max_length)
+    assert [len(row) for row in encoded.ids] == [predictor.max_length, 3]  # what the model sees
     sep = predictor.tokenizer.token_to_id("[SEP]")
-    assert feeds["input_ids"][0, -1] == sep  # truncation keeps the closing special token
-    assert feeds["attention_mask"][1].sum() == 3
+    assert encoded.ids[0][-1] == sep  # truncation keeps the closing special token
     assert encoded.cost == predictor.max_length + 3
     assert predictor.predict_proba([long_text]).shape == (1, 2)
 
@@ -46,10 +44,10 @@ def test_length_groups_bound_padding_and_keep_the_input_order(tiny_bundle):
     one_call = BundlePredictor(tiny_bundle, max_batch_tokens=10**9)
     grouped = BundlePredictor(tiny_bundle, max_batch_tokens=64)
     lengths = [len(row) for row in grouped.encode(texts).ids]
-    groups = grouped._length_groups(lengths)
+    groups = grouped.length_groups(lengths)
     assert sorted(i for g in groups for i in g) == list(range(len(texts)))
     assert all(len(g) * max(lengths[i] for i in g) <= 64 or len(g) == 1 for g in groups)
-    assert len(groups) > 1 and len(one_call._length_groups(lengths)) == 1
+    assert len(groups) > 1 and len(one_call.length_groups(lengths)) == 1
     np.testing.assert_allclose(grouped.predict_proba(texts), one_call.predict_proba(texts), atol=2e-3)
     one_by_one = np.vstack([one_call.predict_proba([t]) for t in texts])
     np.testing.assert_allclose(grouped.predict_proba(texts), one_by_one, atol=2e-3)

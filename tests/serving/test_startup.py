@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from cola.config import ROOT
+from cola.paths import ROOT
 from tests.net import free_port
 from tests.serving.conftest import serve_env
 

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from cola.config import ROOT
+from cola.paths import ROOT
 from tests.net import free_port
 from tests.serving.conftest import serve_env, wait_ready
 from tests.serving.test_lambda import Context, lambda_module, load_event  # noqa: F401 (a fixture)

@@ -3,7 +3,8 @@
 import pytest
 import yaml
 
-from cola.config import PARAMS_FILE, ROOT, compose_params, load_params, resolve_pretrained
+from cola.config import PARAMS_FILE, compose_params, load_params, resolve_pretrained
+from cola.paths import ROOT
 
 
 def compose(tmp_path, *overrides) -> dict:

@@ -11,9 +11,9 @@ import sys
 import pytest
 import yaml
 
-from cola.config import ROOT
+from cola.paths import ROOT
 
-PROJECT = ["cola", "stages", "app", "contract", "conf", "hydra_plugins", "params.yaml", "dvc.yaml"]
+PROJECT = ["cola", "stages", "app", "contract", "runtime", "conf", "hydra_plugins", "params.yaml", "dvc.yaml"]
 
 
 @pytest.fixture

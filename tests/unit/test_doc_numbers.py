@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 import yaml
 
-from cola.config import ROOT
+from cola.paths import ROOT
 from tests import pipeline_rules
 
 BENCH = "reports/benchmark/metrics.json"

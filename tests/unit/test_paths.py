@@ -74,7 +74,7 @@ def test_no_module_builds_its_own_project_paths():
 
 @pytest.fixture
 def project_copy(tmp_path):
-    for name in ("cola", "stages", "app", "contract"):
+    for name in ("cola", "stages", "app", "contract", "runtime"):
         shutil.copytree(paths.ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(paths.ROOT / name, tmp_path / name)

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import yaml
 
-from cola.config import ROOT
+from cola.paths import ROOT
 from tests import pipeline_rules as rules
 
 
@@ -36,7 +36,7 @@ def test_explained_params_exist_and_no_stage_declares_them():
 
 @pytest.fixture
 def project_copy(tmp_path):
-    for name in ("cola", "stages", "app", "contract"):
+    for name in ("cola", "stages", "app", "contract", "runtime"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)

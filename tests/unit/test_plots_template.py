@@ -3,7 +3,7 @@
 import configparser
 import re
 
-from cola.config import ROOT
+from cola.paths import ROOT
 
 TEMPLATE = ROOT / "dvc_plots_template" / "offline.html"
 

@@ -1,6 +1,6 @@
 """Run a GitHub Actions workflow's jobs on this machine, step by step, the way the runner would.
 
-    python scripts/run_workflow_locally.py .github/workflows/pr-report.yml --event pull_request \
+    python -m tests.aws.workflow_runner .github/workflows/pr-report.yml --event pull_request \
         --event-json event.json --repository org/repo --var AWS_REGION=us-east-1 --skip Install
 
 What is real: every `run:` step is executed as written, in order, by bash with GitHub's flags (`bash -e {0}`, or
@@ -448,7 +448,7 @@ args = sys.argv[1:]
 entry = {"tool": "docker", "args": args}
 if args[0] == "build":
     dockerfile = Path(args[args.index("-f") + 1])
-    for needed in ("app", "contract", "artifacts/bundle", dockerfile):
+    for needed in ("app", "contract", "runtime", "artifacts/bundle", dockerfile):
         if not Path(needed).exists():
             sys.exit(f"docker stub: build context lacks {needed}")
     entry["bundle_files"] = sorted(p.name for p in Path("artifacts/bundle").iterdir())

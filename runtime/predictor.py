@@ -20,11 +20,8 @@ from tokenizers import Tokenizer
 
 from contract.bundle import CONFIG, MODEL_CARD, BundleError, softmax, verify_manifest
 from contract.features import count_tokens, unk_token_id
+from runtime import MAX_BATCH_TOKENS, THREADS_ENV
 
-THREADS_ENV = "COLA_ORT_THREADS"
-# Padded tokens per ONNX Runtime call: on the test split, small length-sorted groups beat one padded call
-# (fewer padded tokens, activations that stay in cache); measured in the benchmark stage's bundle variants.
-MAX_BATCH_TOKENS = 256
 # config.json `graph_optimization_level` -> what _load_session asks ONNX Runtime for
 GRAPH_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -170,12 +167,14 @@ class BundlePredictor:
         """
         n = len(encoded.ids)
         probs = np.zeros((n, len(self.labels)), dtype=np.float32)
-        for group in self._length_groups([len(row) for row in encoded.ids]):
+        for group in self.length_groups([len(row) for row in encoded.ids]):
             (logits,) = self.session.run(None, self._feeds(encoded, group))[:1]
             probs[group] = softmax(logits.astype(np.float32))
         return probs
 
-    def _length_groups(self, lengths: list[int]) -> list[list[int]]:
+    def length_groups(self, lengths: list[int]) -> list[list[int]]:
+        """The rows (indices into `lengths`) of each ONNX Runtime call `infer` makes: sorted by length, cut where
+        a group's padded size would pass `max_batch_tokens` (a longer row alone still gets its own call)."""
         order = sorted(range(len(lengths)), key=lengths.__getitem__)
         groups: list[list[int]] = []
         for i in order:  # ascending, so the newest row is the group's widest
