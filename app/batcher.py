@@ -3,7 +3,9 @@
 No timer: requests that arrive while the model is busy are merged into the next call. At concurrency 1
 a request runs alone at once; under load one ONNX Runtime call serves many requests. Inference runs in
 worker threads, so the event loop keeps accepting (and refusing) requests meanwhile; up to `max_calls`
-model calls run at once (ONNX Runtime sessions are thread-safe), each on its own core.
+model calls run at once (ONNX Runtime sessions are thread-safe), each on its own core. A worker that ends a
+call takes the next queued work itself: under load the event loop is busy parsing requests, and a model that
+waited for the loop to hand it the next batch would sit idle (scripts/bench_serving.py, section limit).
 
 Work is measured in tokens the model will compute (`Encoded.cost`), not in requests: 64 long sentences
 cost a hundred times one short one. A request is refused at once (`Overloaded`) when the queued tokens
@@ -16,8 +18,8 @@ gone) that has not started is never computed.
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -54,6 +56,9 @@ class BatchStats:
 
 
 class MicroBatcher:
+    """Admission and the queue live on the event loop's side; model calls in worker threads. Both sides touch
+    the queue and the token counts under one lock; results go back to each request's loop."""
+
     def __init__(
         self,
         infer: Callable[[Encoded], np.ndarray],
@@ -67,13 +72,14 @@ class MicroBatcher:
         self._max_batch = max_batch  # sentences merged into one call (the predictor splits it by length)
         self.max_queued_tokens = max_queued_tokens
         self.queue_budget_s = queue_budget_s
-        self._on_batch = on_batch
+        self._on_batch = on_batch  # called in the worker thread, after each call
         self._queue: deque[Job] = deque()
         self.queued_tokens = 0  # in jobs not yet started and not cancelled
         self.running_tokens = 0
         self.tokens_per_s: float | None = None  # measured per call; None until the first call ends
         self.max_calls = max_calls
-        self._calls = 0  # model calls in their worker threads
+        self._calls = 0  # workers running model calls
+        self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=max_calls, thread_name_prefix="model")
 
     @property
@@ -89,6 +95,19 @@ class MicroBatcher:
     def submit(self, encoded: Encoded) -> Job:
         """Queue `encoded` or raise Overloaded; await `job.future` for its probabilities."""
         cost = encoded.cost
+        job = Job(encoded, cost, asyncio.get_running_loop().create_future())
+        with self._lock:
+            self._admit(cost)
+            self._queue.append(job)
+            self.queued_tokens += cost
+            jobs = self._take() if self._calls < self.max_calls else []
+            if jobs:
+                self._calls += 1
+        if jobs:
+            self._executor.submit(self._run_calls, jobs)
+        return job
+
+    def _admit(self, cost: int) -> None:
         busy = self.busy
         if busy and self.queued_tokens + cost > self.max_queued_tokens:
             raise Overloaded(
@@ -105,23 +124,20 @@ class MicroBatcher:
                 f"the server is busy: this request would be answered in about {wait * 1000:.0f} ms, over the "
                 f"{self.queue_budget_s * 1000:.0f} ms budget: retry later",
             )
-        job = Job(encoded, cost, asyncio.get_running_loop().create_future())
-        self._queue.append(job)
-        self.queued_tokens += cost
-        self._launch()
-        return job
 
     def cancel(self, job: Job) -> None:
         """The caller gave up (deadline, client gone): drop the job if it has not started."""
-        if not job.future.done():
-            job.future.cancel()
-            if not job.started:
-                self.queued_tokens -= job.cost
+        with self._lock:
+            if not job.future.done():
+                job.future.cancel()
+                if not job.started:
+                    self.queued_tokens -= job.cost
 
     def _retry_after(self) -> int:
         return max(1, math.ceil(self.estimated_wait_s()))
 
     def _take(self) -> list[Job]:
+        """The next call's jobs, moved from queued to running (under the lock)."""
         jobs: list[Job] = []
         size = 0
         while self._queue:
@@ -138,45 +154,46 @@ class MicroBatcher:
         for job in jobs:
             job.started = True
             self.queued_tokens -= job.cost
+            self.running_tokens += job.cost
         return jobs
 
-    def _launch(self) -> None:
-        """Start the next model calls in worker threads now, not when the event loop next gets to a task:
-        under load the loop is busy parsing requests, and each hop there is time the model sits idle."""
-        while self._calls < self.max_calls:
-            jobs = self._take()
-            if not jobs:
-                return
+    def _run_calls(self, jobs: list[Job]) -> None:
+        """A worker thread: run a call, take the next queued jobs, until none are left."""
+        while jobs:
             cost = sum(job.cost for job in jobs)
-            self._calls += 1
-            self.running_tokens += cost
             start = time.perf_counter()
-            call = asyncio.get_running_loop().run_in_executor(
-                self._executor, self.infer, Encoded.merge([job.encoded for job in jobs])
-            )
-            call.add_done_callback(functools.partial(self._finish, jobs, cost, start))
+            try:
+                result: np.ndarray | BaseException = self.infer(Encoded.merge([job.encoded for job in jobs]))
+            except Exception as exc:  # handed to every waiting request
+                result = exc
+            seconds = time.perf_counter() - start
+            with self._lock:
+                self.running_tokens -= cost
+                if not isinstance(result, BaseException):
+                    rate = cost / max(seconds, 1e-6)
+                    self.tokens_per_s = (
+                        rate if self.tokens_per_s is None else SMOOTHING * rate + (1 - SMOOTHING) * self.tokens_per_s
+                    )
+                done, jobs = jobs, self._take()  # the next call's jobs first: no hop through the event loop
+                if not jobs:
+                    self._calls -= 1
+            if not isinstance(result, BaseException):
+                sentences = sum(len(job.encoded.ids) for job in done)
+                self._on_batch(BatchStats(sentences, seconds, [start - job.enqueued_at for job in done]))
+            try:
+                done[0].future.get_loop().call_soon_threadsafe(_deliver, done, result)
+            except RuntimeError:  # that event loop is closed: nobody waits for these answers any more
+                pass
 
-    def _finish(self, jobs: list[Job], cost: int, start: float, call: asyncio.Future) -> None:
-        seconds = time.perf_counter() - start
-        self._calls -= 1
-        self.running_tokens -= cost
-        self._launch()  # the next call first: results below are handed out while it runs
-        error = call.exception()
-        if error is not None:  # hand the failure to every waiting request
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(error)
-            return
-        rate = cost / max(seconds, 1e-6)
-        self.tokens_per_s = (
-            rate if self.tokens_per_s is None else SMOOTHING * rate + (1 - SMOOTHING) * self.tokens_per_s
-        )
-        self._on_batch(
-            BatchStats(sum(len(job.encoded.ids) for job in jobs), seconds, [start - job.enqueued_at for job in jobs])
-        )
-        probs, offset = call.result(), 0
-        for job in jobs:
-            end = offset + len(job.encoded.ids)
-            if not job.future.done():
-                job.future.set_result(probs[offset:end])
-            offset = end
+
+def _deliver(jobs: list[Job], result: np.ndarray | BaseException) -> None:
+    """On the event loop: each job's rows (or the call's exception), unless its caller gave up."""
+    offset = 0
+    for job in jobs:
+        end = offset + len(job.encoded.ids)
+        if not job.future.done():
+            if isinstance(result, BaseException):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(result[offset:end])
+        offset = end

@@ -14,6 +14,7 @@ import binascii
 import json
 import os
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,9 +26,14 @@ from app.middleware import SECURITY_HEADERS
 from app.settings import Settings
 from app.telemetry import emf_status_record, log_event, print_emf
 
+_start = time.perf_counter()
 settings = Settings.from_env()
 predictor = load_predictor(settings)
+_loaded = time.perf_counter()
 asgi = Mangum(create_app(predictor, settings), lifespan="off")
+# The init figures scripts/lambda_cold_start.py reports beside the emulator's Init Duration (the rest is imports)
+log_event("init", bundle_load_ms=round((_loaded - _start) * 1000, 1),
+          app_ms=round((time.perf_counter() - _loaded) * 1000, 1))  # fmt: skip
 HTTP_KEYS = ("httpMethod", "requestContext", "routeKey", "rawPath")
 _METHOD = re.compile(r"[A-Z]{1,16}")
 

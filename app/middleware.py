@@ -6,9 +6,9 @@ import asyncio
 import json
 import logging
 import math
+import random
 import re
 import time
-import uuid
 from collections.abc import Sequence
 
 from starlette.requests import ClientDisconnect
@@ -136,9 +136,10 @@ class ShedWhenBusy:
 class RequestTelemetry:
     """Give each request an id, answer what nothing else answered, then count and log it.
 
-    `request_id` is ours: the Lambda request id, else a new uuid; it is in the logs and in error bodies. A client's
-    own X-Request-ID (if sane) is logged beside it as `client_request_id` and echoed in the X-Request-ID response
-    header (load generators match answers by it); without one, the header carries ours. Every response has it.
+    `request_id` is ours: the Lambda request id, else 32 random hex digits; it is in the logs and in error bodies.
+    A client's own X-Request-ID (if sane) is logged beside it as `client_request_id` and echoed in the X-Request-ID
+    response header (load generators match answers by it); without one, the header carries ours. Every response has
+    it.
 
     The status logged and counted is what was sent; a request that ended without an answer because the client
     left (disconnect while its body was read or its work queued) is 499, never a 5xx: the 5xx alert must count
@@ -194,8 +195,7 @@ class RequestTelemetry:
             seconds = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", "unmatched")  # the template, never the raw path
             logged = CLIENT_CLOSED if status is None else status  # only a cancelled task ends here without one
-            self.metrics.requests.labels(route=route, method=scope["method"], status=str(logged)).inc()
-            self.metrics.request_latency.labels(route=route).observe(seconds)
+            self.metrics.observe_request(route, scope["method"], logged, seconds)
             log_event(
                 "request",
                 method=scope["method"],
@@ -211,7 +211,9 @@ class RequestTelemetry:
         """(ours, the client's X-Request-ID if it is 1-64 of [A-Za-z0-9._:-], else None)."""
         sent = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
         lambda_context = scope.get("aws.context")  # set by Mangum
-        ours = getattr(lambda_context, "aws_request_id", None) or uuid.uuid4().hex
+        # An id, not a secret: Python's generator (seeded from os.urandom, reseeded after fork), not uuid4's
+        # os.urandom, a system call per request where the event loop is the bottleneck.
+        ours = getattr(lambda_context, "aws_request_id", None) or f"{random.getrandbits(128):032x}"
         return ours, sent if _SAFE_ID.fullmatch(sent) else None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -48,9 +49,10 @@ async def get_service(request: Request) -> PredictionService:  # async: FastAPI 
 Service = Annotated[PredictionService, Depends(get_service)]
 
 
-async def _answer(service: PredictionService, request: Request, texts: list[str]) -> Response:
+async def _answer(request: Request, texts: list[str]) -> Response:
+    service: PredictionService = request.app.state.service  # not a dependency: FastAPI resolves those per request
     try:
-        return JSONResponse(await service.classify(request, texts))
+        return Response(orjson.dumps(await service.classify(request, texts)), media_type="application/json")
     except ClientGone:
         service.rejected("client_gone", request.state.request_id)
         return Response(status_code=CLIENT_CLOSED)
@@ -76,24 +78,23 @@ def add_predict_routes(router: APIRouter, settings: Settings) -> None:
         summary="Classify one sentence or a list",
         openapi_extra={"requestBody": request_body},
     )
-    async def predict_post(request: Request, service: Service):
+    async def predict_post(request: Request):
         """Body `{"text": "a sentence"}` or `{"text": ["one", "two", ...]}`; a list is classified in one model call."""
         texts = parse_body(await request.body(), request.headers.get("content-type"), settings)
-        return await _answer(service, request, texts)
+        return await _answer(request, texts)
 
     @router.get(
         "/predict", response_model=PredictResponse, responses=ERRORS, summary="Classify one sentence (query string)"
     )
     async def predict_get(
         request: Request,
-        service: Service,
         text: str = Query(
             ..., min_length=1, max_length=settings.max_chars, pattern=SENTENCE_PATTERN, description="The sentence"
         ),
     ):
         """Kept for users of the original project: `GET /predict?text=...`."""
         check_query(request.scope["query_string"])
-        return await _answer(service, request, check_sentences([text], settings))
+        return await _answer(request, check_sentences([text], settings))
 
 
 def add_status_routes(router: APIRouter, expose_metrics: bool) -> None:

@@ -5,12 +5,14 @@ The field names and metric names are a contract with the monitoring code (docs/s
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
+import threading
 import time
-from datetime import UTC, datetime
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 LOGGER = logging.getLogger("cola.serving")
@@ -20,8 +22,16 @@ EMF_SERVER_ERRORS = "ServerErrors"
 EMF_FUNCTION_VERSION = "FunctionVersion"
 
 
+_SECOND: tuple[int, str] = (-1, "")  # (a second, its "YYYY-mm-ddTHH:MM:SS." in UTC): strftime once per second
+
+
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
+    global _SECOND
+    second, prefix = _SECOND  # one read: another thread may replace it meanwhile
+    if int(ts) != second:
+        second, prefix = int(ts), time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(int(ts)))
+        _SECOND = (second, prefix)
+    return f"{prefix}{int(ts * 1000) % 1000:03d}Z"
 
 
 # Characters JSON allows raw in a string that log tools (and Python's str.splitlines) take as line ends or terminal
@@ -33,7 +43,7 @@ LINE_BREAKERS = {c: f"\\u{c:04x}" for c in [*range(0x80, 0xA0), 0x2028, 0x2029]}
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: {"ts", "level", "event", ...}; also used for uvicorn's own messages.
     Hand-written rather than python-json-logger or structlog: the line *is* the contract the monitor reads
-    (contract/logs.py), and ten lines keep it exact without another dependency in the Lambda image."""
+    (contract/logs.py), and a few lines keep it exact. orjson: a line is on the hot path of every request."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None) or {
@@ -44,7 +54,26 @@ class JsonFormatter(logging.Formatter):
         line = {"ts": _iso(record.created), "level": record.levelname.lower(), **fields}
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, separators=(",", ":"), ensure_ascii=False).translate(LINE_BREAKERS)
+        try:
+            text = orjson.dumps(line, default=str).decode()
+        except orjson.JSONEncodeError:  # a lone surrogate, an int over 64 bits: json, all non-ASCII escaped
+            text = json.dumps(line, separators=(",", ":"), default=str)
+        return text if text.isascii() else text.translate(LINE_BREAKERS)
+
+
+# Every attribute of a LogRecord, for EventRecord: a formatter may read any of them (through __dict__).
+_RECORD_DEFAULTS = logging.makeLogRecord({"name": LOGGER.name, "args": ()}).__dict__ | {"exc_info": None}
+
+
+class EventRecord(logging.LogRecord):
+    """The record of one log_event line, built by copying a template and setting what differs, instead of
+    LogRecord's own __init__ (caller lookup, thread and process names), which costs more than the JSON line."""
+
+    def __init__(self, level: int, fields: dict):  # no super().__init__: that is the cost this class avoids
+        self.__dict__.update(_RECORD_DEFAULTS)
+        self.levelno, self.levelname, self.created = level, logging.getLevelName(level), time.time()
+        self.msg, self.fields = fields["event"], fields
+        self.thread, self.threadName = threading.get_ident(), threading.current_thread().name
 
 
 LOG_CONFIG = {
@@ -71,7 +100,10 @@ def setup_logging() -> None:
 
 
 def log_event(event: str, level: int = logging.INFO, exc_info: bool = False, **fields) -> None:
-    LOGGER.log(level, event, extra={"fields": {"event": event, **fields}}, exc_info=exc_info)
+    if exc_info:  # an error with its traceback: the standard record (rare, and it captures sys.exc_info())
+        LOGGER.log(level, event, extra={"fields": {"event": event, **fields}}, exc_info=True)
+    elif LOGGER.isEnabledFor(level):
+        LOGGER.handle(EventRecord(level, {"event": event, **fields}))
 
 
 REJECT_REASONS = ("queue_full", "queue_budget", "draining", "deadline", "client_gone")
@@ -128,9 +160,19 @@ class Metrics:
         self.draining = Gauge("cola_draining", "1 after SIGTERM, while in-flight requests finish", registry=r)
         info = Gauge("cola_model_info", "The served bundle", ["version", "variant"], registry=r)
         info.labels(version=version, variant=variant).set(1)
+        # labels() looks a child up under a lock on every call; these run per request, so each child is kept
+        self._predictions_of = functools.cache(lambda label: self.predictions.labels(label=label))
+        self._requests_of = functools.cache(
+            lambda route, method, status: self.requests.labels(route=route, method=method, status=status)
+        )
+        self._latency_of = functools.cache(lambda route: self.request_latency.labels(route=route))
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self._requests_of(route, method, str(status)).inc()
+        self._latency_of(route).observe(seconds)
 
     def observe_prediction(self, label: str, confidence: float, chars: int, tokens: int, unk_rate: float) -> None:
-        self.predictions.labels(label=label).inc()
+        self._predictions_of(label).inc()
         self.confidence.observe(confidence)
         self.input_chars.observe(chars)
         self.input_tokens.observe(tokens)

@@ -52,11 +52,14 @@ from typing import Any
 from scripts import loadgen
 
 ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 SENTENCE = "The more books I read, the more I understand."
-SECTIONS = ("c32", "variants", "overload_a", "overload_b", "sigterm")
+SECTIONS = ("limit", "c32", "variants", "overload_a", "overload_b", "sigterm")
 DEFAULT_QUEUE_BUDGET_MS = 500
 RSS_GOAL_MB = 250
+THROUGHPUT_GOAL = 0.8  # HTTP req/s over model-only sentences/s, same cores, same batch size
+C1_OVERHEAD_GOAL_MS = 0.3  # one sentence at c=1: HTTP p50 - model-only p50
 WRK_REPORT = """
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -65,6 +68,13 @@ done = function(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(50) / 1000,
     latency:percentile(90) / 1000, latency:percentile(99) / 1000))
 end
+"""
+
+
+POST_LUA = """
+wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
 """
 
 
@@ -123,13 +133,18 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 
 class Server:
-    """A server process on 127.0.0.1:port: `app` (python -m app), `workers` (uvicorn --workers N) or
-    `original`. stdout (the app's JSON log lines) is discarded; stderr goes to a file (a pipe could fill up)."""
+    """A server process on 127.0.0.1:port: `app` (python -m app), `granian` (the app under granian), `workers`
+    (uvicorn --workers N) or `original`.
+    stdout (the app's JSON log lines) is discarded; stderr goes to a file (a pipe could fill up)."""
 
     def __init__(self, kind: str, bundle: Path, env: dict[str, str], workers: int = 2, keep_log: bool = False):
         self.kind, self.port = kind, free_port()
         if kind == "app":
             cmd = [sys.executable, "-m", "app", "--port", str(self.port)]
+        elif kind == "granian":  # the same app under granian (Rust HTTP server) instead of uvicorn
+            cmd = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--workers", "1", "--loop", "uvloop", "--no-ws", "--log-level",
+                   "warning", "app.main:from_env"]  # fmt: skip
         elif kind == "workers":
             cmd = [sys.executable, "-m", "uvicorn", "--factory", "app.main:from_env", "--workers", str(workers),
                    "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
@@ -213,7 +228,8 @@ class Server:
         if n:
             out["model_calls"] = int(n)
             out["mean_model_call_ms"] = round(samples["cola_inference_latency_seconds_sum"] / n * 1000, 1)
-            out["mean_batch_sentences"] = round(samples.get("cola_inference_batch_size_sum", 0) / n, 1)
+            out["batch_sentences"] = int(samples.get("cola_inference_batch_size_sum", 0))
+            out["mean_batch_sentences"] = round(out["batch_sentences"] / n, 1)
         return out
 
     def stop(self, timeout: float = 30) -> int | None:
@@ -234,11 +250,14 @@ class Server:
         self.stop()
 
 
-def wrk(url: str, connections: int, seconds: int) -> dict:
-    """wrk's own summary (latency of all responses): for the 200-only loads of c32 and variants."""
+def wrk(url: str, connections: int, seconds: int, body: bytes | None = None) -> dict:
+    """wrk's own summary (latency of all responses): for the 200-only loads of c32, variants and limit.
+    With `body`: POST it as application/json (else GET). `cpu_s`: wrk's own CPU time (user + system)."""
+    post = "" if body is None else POST_LUA.format(body=json.dumps(body.decode()))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_REPORT)
+        script.write(post + WRK_REPORT)
     threads = min(connections, 2)
+    before = os.times()
     try:
         out = subprocess.run(
             ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", script.name, url],
@@ -246,8 +265,11 @@ def wrk(url: str, connections: int, seconds: int) -> dict:
         ).stdout  # fmt: skip
     finally:
         os.unlink(script.name)
+    after = os.times()
     result = json.loads(next(line for line in out.splitlines() if line.startswith("WRK_JSON ")).split(" ", 1)[1])
     result["req_per_s"] = round(result["requests"] / result["duration_s"], 1)
+    cpu_s = after.children_user + after.children_system - before.children_user - before.children_system
+    result["cpu_s"] = round(cpu_s, 2)
     if not result["requests"]:
         raise SystemExit(f"{url}: the server answered nothing under load: {result}")
     return result
@@ -309,6 +331,101 @@ def section_c32(args, env: dict) -> dict:
     key = f"concurrency_{args.concurrency}"
     if "original" in out:
         out["ratio_req_per_s"] = round(out["app"][key]["req_per_s"] / max(out["original"][key]["req_per_s"], 1e-9), 1)
+    return out
+
+
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of every thread of `pid` and its child processes, by thread id (a process's
+    main thread has the process's id)."""
+    out = {}
+    for process in loadgen.process_tree(pid):
+        for task in Path(f"/proc/{process}/task").glob("*"):
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the thread ended
+                continue
+            out[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: proc(5) 14, 15
+    return out
+
+
+def model_only(bundle: Path, calls: int, batch: int, seconds: float) -> dict:
+    """The model's own limit on these cores, in this process: BundlePredictor.run (tokenize + ONNX Runtime, one
+    thread each), one sentence alone (p50/p99), and `calls` threads each classifying `batch` sentences per call
+    without pause (sentences/s): what the server's model calls could do with nothing around them."""
+    import threading
+
+    from runtime.predictor import BundlePredictor
+
+    predictor = BundlePredictor(bundle, threads=1)
+    for _ in range(50):
+        predictor.run([SENTENCE])
+    single: list[float] = []
+    end = time.perf_counter() + seconds / 3
+    while (start := time.perf_counter()) < end:
+        predictor.run([SENTENCE])
+        single.append((time.perf_counter() - start) * 1000)
+    texts, counts, stop = [SENTENCE] * batch, [0] * calls, threading.Event()
+
+    def work(i: int) -> None:
+        while not stop.is_set():
+            predictor.run(texts)
+            counts[i] += batch
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(calls)]
+    begin = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - begin
+    summary = loadgen.latency_summary(single)
+    return {"c1_p50_ms": summary["p50_ms"], "c1_p99_ms": summary["p99_ms"], "calls": calls, "batch": batch,
+            "sentences_per_s": round(sum(counts) / elapsed, 1)}  # fmt: skip
+
+
+def http_limit(kind: str, args, env: dict, body: bytes) -> dict:
+    """One server: POST one sentence at concurrency 1, then at --concurrency with the CPU time of every server
+    thread and of wrk, and the model calls' mean batch size (from /metrics) for the model-only run."""
+    with Server(kind, args.bundle, {**env, "COLA_ORT_THREADS": str(args.threads)}) as server:
+        url = server.url("/predict")
+        wrk(url, 1, 2 if args.quick else 3, body)  # warm-up
+        single = wrk(url, 1, args.single_seconds, body)
+        before, metrics_before = thread_cpu_s(server.pid), server.metrics()
+        with loadgen.RssSampler(server.pid) as rss:
+            loaded = wrk(url, args.concurrency, args.duration, body)
+        after, metrics_after = thread_cpu_s(server.pid), server.metrics()
+    calls = metrics_after.get("model_calls", 0) - metrics_before.get("model_calls", 0)
+    sentences = metrics_after.get("batch_sentences", 0) - metrics_before.get("batch_sentences", 0)
+    cpu = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
+    # python -m app: the process's main thread runs the event loop, the others the model calls. granian runs
+    # the app in a worker process beside its Rust threads: only the server's total is known there.
+    loop_s = cpu.pop(server.pid) if kind == "app" else None
+    per_request_ms = 1000 / max(loaded["requests"], 1)
+    return {"concurrency_1": single, f"concurrency_{args.concurrency}": loaded,
+            "mean_batch": round(sentences / calls, 1) if calls else None,
+            "cpu_ms_per_request": {"event_loop": None if loop_s is None else round(loop_s * per_request_ms, 3),
+                                   "other_threads": round(sum(cpu.values()) * per_request_ms, 3),
+                                   "wrk": round(loaded["cpu_s"] * per_request_ms, 3)},
+            "rss_peak_mb": rss.summary()["rss_peak_mb"]}  # fmt: skip
+
+
+def section_limit(args, env: dict) -> dict:
+    """The app against the model's own limit, in one run on the same cores: HTTP req/s at --concurrency over
+    model-only sentences/s at the batch size the app's model calls formed, and c=1 p50 over the model's."""
+    body = json.dumps({"text": SENTENCE}).encode()
+    servers = [kind for kind in args.servers.split(",") if kind]
+    out: dict[str, Any] = {kind: http_limit(kind, args, env, body) for kind in servers}
+    calls = (os.cpu_count() or 1) // max(args.threads, 1)  # the app's default COLA_MODEL_CALLS
+    key = f"concurrency_{args.concurrency}"
+    for kind in servers:
+        http = out[kind]
+        batch = max(1, round(http["mean_batch"] or 1))
+        model = model_only(args.bundle, calls, batch, 6 if args.quick else 15)
+        http["model_only"] = model
+        http["throughput_ratio"] = round(http[key]["req_per_s"] / model["sentences_per_s"], 3)
+        http["c1_overhead_ms"] = round(http["concurrency_1"]["p50_ms"] - model["c1_p50_ms"], 3)
     return out
 
 
@@ -464,16 +581,39 @@ def section_sigterm(args, env: dict) -> dict:
 
 
 def c32_key(c32: dict) -> str:
-    """The results key of the c32 section's many-connections run, e.g. "concurrency_32"."""
-    return next(k for k in c32["app"] if k.startswith("concurrency_") and k != "concurrency_1")
+    """The results key of the many-connections run in a c32 or limit result, e.g. "concurrency_32"."""
+    runs = c32.get("app", c32)
+    return next(k for k in runs if k.startswith("concurrency_") and k != "concurrency_1")
 
 
 def check(goal: str, passed: bool | None, value: str) -> dict:
     return {"goal": goal, "pass": passed, "value": value}
 
 
-def goal_checks(results: dict, budget_ms: float) -> list[dict]:
+def limit_checks(limit: dict) -> list[dict]:
     checks = []
+    for kind, r in limit.items():
+        key = c32_key(r)
+        loaded, model, one = r[key], r["model_only"], r["concurrency_1"]
+        checks.append(check(f"limit {kind}: HTTP {key} req/s >= 80% of model-only sentences/s",
+                            r["throughput_ratio"] >= THROUGHPUT_GOAL,
+                            f"{loaded['req_per_s']} vs {model['sentences_per_s']} ({model['calls']} calls x batch "
+                            f"{model['batch']}) = {r['throughput_ratio']:.0%}"))  # fmt: skip
+        checks.append(check(f"limit {kind}: c=1 HTTP p50 <= model-only p50 + {C1_OVERHEAD_GOAL_MS} ms",
+                            r["c1_overhead_ms"] <= C1_OVERHEAD_GOAL_MS,
+                            f"{one['p50_ms']:.2f} vs {model['c1_p50_ms']:.2f} ms: "
+                            f"+{r['c1_overhead_ms']:.2f} ms"))  # fmt: skip
+        checks.append(check(f"limit {kind}: {key} p99 <= 3x p50", loaded["p99_ms"] <= 3 * loaded["p50_ms"],
+                            f"p50 {loaded['p50_ms']:.1f} ms, p99 {loaded['p99_ms']:.1f} ms"))  # fmt: skip
+        checks.append(check(f"limit {kind}: all 2xx, RSS <= {RSS_GOAL_MB} MB",
+                            loaded["non_2xx"] + loaded["socket_errors"] == 0 and r["rss_peak_mb"] <= RSS_GOAL_MB,
+                            f"non-2xx {loaded['non_2xx']}, socket errors {loaded['socket_errors']}, "
+                            f"RSS peak {r['rss_peak_mb']} MB"))  # fmt: skip
+    return checks
+
+
+def goal_checks(results: dict, budget_ms: float) -> list[dict]:
+    checks = limit_checks(results.get("limit") or {})
     c32 = results.get("c32")
     if c32:
         key = c32_key(c32)
@@ -571,6 +711,24 @@ def report_c32(c32: dict) -> list[str]:
     return out
 
 
+def report_limit(limit: dict) -> list[str]:
+    out = [f"\n[limit] POST one sentence{'':4}{'c1 p50':>8}{'model':>8}{'req/s':>8}{'model/s':>9}{'ratio':>7}"
+           f"{'p50 ms':>8}{'p99 ms':>8}{'batch':>7}{'loop ms':>9}{'other ms':>9}{'wrk ms':>8}"
+           f"{'RSS MB':>8}"]  # fmt: skip
+    for kind, r in limit.items():
+        loaded, model, cpu = r[c32_key(r)], r["model_only"], r["cpu_ms_per_request"]
+        loop_ms = "-" if cpu["event_loop"] is None else f"{cpu['event_loop']:.3f}"
+        out.append(f"      {kind:22}{fmt(r['concurrency_1']['p50_ms']):>8}{model['c1_p50_ms']:>8.2f}"
+                   f"{fmt(loaded['req_per_s']):>8}{fmt(model['sentences_per_s']):>9}{r['throughput_ratio']:>7.0%}"
+                   f"{fmt(loaded['p50_ms']):>8}{fmt(loaded['p99_ms']):>8}{fmt(r['mean_batch']):>7}"
+                   f"{loop_ms:>9}{cpu['other_threads']:>9.3f}{cpu['wrk']:>8.3f}"
+                   f"{fmt(r['rss_peak_mb']):>8}")  # fmt: skip
+    out.append("      model = model-only p50 of one sentence; model/s = model-only sentences/s at the app's mean batch "
+               "with one call per core; loop/other/wrk ms = CPU per request of the event loop (main thread), "
+               "the server's other threads (model calls; granian: all its threads) and the load generator")  # fmt: skip
+    return out
+
+
 def report_variants(variants: dict) -> list[str]:
     out = [f"\n[variants] c={next(iter(variants.values()))['concurrency']}{'':9}"
            f"{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}{'RSS MB':>8}"]  # fmt: skip
@@ -622,6 +780,8 @@ def report_goals(goals: list[dict]) -> list[str]:
 
 def print_report(results: dict) -> None:
     out = report_header(results)
+    if results.get("limit"):
+        out += report_limit(results["limit"])
     if results.get("c32"):
         out += report_c32(results["c32"])
     if results.get("variants"):
@@ -647,6 +807,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="COLA_ORT_THREADS for the app (not the variants)")
     parser.add_argument("--skip-original", action="store_true")
+    parser.add_argument("--servers", default="app,granian",
+                        help="limit: the HTTP servers compared (app = python -m app, uvicorn; granian)")  # fmt: skip
     parser.add_argument("--overload-connections", type=int, default=512)
     parser.add_argument("--overload-seconds", type=int, default=20)
     parser.add_argument("--long-clients", type=int, default=64)
@@ -690,7 +852,9 @@ def run_sections(args: argparse.Namespace, env: dict, results: dict) -> None:
     for name in selected_sections(args):
         t0 = time.monotonic()
         print(f"... {name}", file=sys.stderr, flush=True)
-        if name == "c32":
+        if name == "limit":
+            results["limit"] = section_limit(args, env)
+        elif name == "c32":
             results["c32"] = section_c32(args, env)
             results.update({k: results["c32"][k] for k in ("app", "original") if k in results["c32"]})  # the old keys
         elif name == "variants":
