@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from app.errors import add_error_handlers
 from app.middleware import BodyLimit, RequestTelemetry, ShedWhenBusy
-from app.routes import build_router
+from app.routes import PredictLane, build_router, post_predict_route
 from app.service import PredictionService
 from app.settings import Settings
 from app.telemetry import log_event, setup_logging
@@ -43,8 +43,10 @@ def create_app(predictor: BundlePredictor, settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = service
-    app.include_router(build_router(settings))
+    router = build_router(settings)
+    app.include_router(router)
     add_error_handlers(app)
+    app.add_middleware(PredictLane, route=post_predict_route(router))  # innermost: after the body limit and shedding
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_ms / 1000)
     app.add_middleware(
         ShedWhenBusy, batcher=service.batcher, on_shed=lambda request_id: service.rejected("queue_budget", request_id)
