@@ -82,7 +82,9 @@ class PredictLane:
 
 
 def post_predict_route(router: APIRouter) -> APIRoute:
-    return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == "/predict" and "POST" in r.methods)
+    return next(
+        r for r in router.routes if isinstance(r, APIRoute) and r.path == "/predict" and "POST" in (r.methods or ())
+    )
 
 
 async def _answer(request: Request, texts: list[str]) -> Response:

@@ -228,8 +228,8 @@ class Server:
         if n:
             out["model_calls"] = int(n)
             out["mean_model_call_ms"] = round(samples["cola_inference_latency_seconds_sum"] / n * 1000, 1)
-            out["batch_sentences"] = int(samples.get("cola_inference_batch_size_sum", 0))
-            out["mean_batch_sentences"] = round(out["batch_sentences"] / n, 1)
+            sentences = int(samples.get("cola_inference_batch_size_sum", 0))
+            out["batch_sentences"], out["mean_batch_sentences"] = sentences, round(sentences / n, 1)
         return out
 
     def stop(self, timeout: float = 30) -> int | None:

@@ -89,8 +89,8 @@ def one_start(tag: str, rie: Path, warm: int) -> dict:
         logs = podman("logs", name)
     finally:
         subprocess.run(["podman", "rm", "-f", name], capture_output=True, timeout=60)
-    init = next((json.loads(line) for line in logs.splitlines() if line.startswith('{"') and '"event":"init"' in line),
-                {})  # fmt: skip
+    inits = [json.loads(line) for line in logs.splitlines() if line.startswith('{"') and '"event":"init"' in line]
+    init: dict = inits[0] if inits else {}
     return {"start_to_first_answer_ms": round(first_ms, 1), "warm_p50_ms": round(statistics.median(warm_ms), 2),
             "app_init": {k: v for k, v in init.items() if k.endswith("_ms")}}  # fmt: skip
 

@@ -288,3 +288,41 @@ def test_log_lines_escape_what_would_break_or_forge_a_line():
     line = JsonFormatter().format(record)
     assert len(line.splitlines()) == 1 and not any(c in line for c in "\u2028\u2029\x85\x9b\x1b")
     assert json.loads(line)["client_text"] == value  # escaped, not lost
+
+
+def test_a_field_orjson_refuses_still_gives_one_valid_line():
+    import logging
+
+    from app.telemetry import JsonFormatter
+
+    record = logging.LogRecord("cola", logging.INFO, __file__, 1, "request", None, None)
+    record.fields = {"event": "request", "path": "/caf\u00e9\ud800", "n": 2**70}  # a lone surrogate, a 71-bit int
+    line = JsonFormatter().format(record)
+    assert line.isascii() and len(line.splitlines()) == 1
+    assert json.loads(line)["path"] == "/caf\u00e9\ud800" and json.loads(line)["n"] == 2**70
+
+
+def test_log_event_records_serve_any_formatter_on_the_logger():
+    import io
+    import logging
+    import threading
+
+    from app.telemetry import LOGGER, log_event
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(threadName)s %(message)s"))
+    LOGGER.addHandler(handler)
+    level = LOGGER.level
+    LOGGER.setLevel(logging.INFO)
+    try:
+        worker = threading.Thread(target=log_event, args=("rejected",), kwargs={"reason": "x"}, name="model_7")
+        worker.start()
+        worker.join()
+        log_event("startup", level=logging.WARNING)
+    finally:
+        LOGGER.removeHandler(handler)
+        LOGGER.setLevel(level)
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith("cola.serving INFO model_7 rejected")
+    assert second.endswith(f"cola.serving WARNING {threading.current_thread().name} startup")

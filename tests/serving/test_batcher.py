@@ -92,6 +92,28 @@ def test_with_two_calls_a_second_request_runs_beside_the_first_and_a_third_waits
     assert batcher.running_tokens == 0 and batcher.queued_tokens == 0
 
 
+def test_a_worker_takes_the_next_queued_work_itself_while_the_event_loop_is_busy():
+    # under load the loop is busy parsing requests; the model must not wait for it to hand over the next batch
+    model = GatedModel()
+    batcher = batcher_for(model)
+
+    async def scenario():
+        first = batcher.submit(encoded("yes"))
+        await started(model)
+        second = batcher.submit(encoded("no"))
+        model.gate.set()
+        deadline = time.monotonic() + 10  # a hang guard, not a speed assertion
+        while len(model.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)  # blocks the event loop: no callback of it can run meanwhile
+        calls_while_the_loop_was_blocked = len(model.calls)
+        return calls_while_the_loop_was_blocked, await first.future, await second.future
+
+    calls, first, second = asyncio.run(scenario())
+    assert calls == 2 and model.calls == [[1], [0]]
+    assert first.tolist() == [[0.0, 1.0]] and second.tolist() == [[1.0, 0.0]]
+    assert batcher.queued_tokens == 0 and batcher.running_tokens == 0
+
+
 def test_max_batch_splits_calls_and_failures_reach_every_waiter():
     model = GatedModel(open_=True)
     batcher = batcher_for(model, max_batch=2)

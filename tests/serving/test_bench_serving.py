@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 
 import pytest
 
@@ -157,3 +158,39 @@ def test_goal_checks():
     assert checks["overload_b: peak RSS <= 250 MB"] is False
     assert checks["sigterm: 0 accepted requests lost"] is True
     assert checks["sigterm: exit code 0 within the grace period"] is True
+
+
+def _limit(req_per_s: float, model_per_s: float, c1_ms: float, model_c1_ms: float, p99: float = 60.0) -> dict:
+    loaded = {"req_per_s": req_per_s, "p50_ms": 30.0, "p99_ms": p99, "non_2xx": 0, "socket_errors": 0}
+    return {"concurrency_1": {"p50_ms": c1_ms}, "concurrency_32": loaded, "rss_peak_mb": 190.0,
+            "model_only": {"c1_p50_ms": model_c1_ms, "sentences_per_s": model_per_s, "calls": 2, "batch": 6},
+            "throughput_ratio": req_per_s / model_per_s, "c1_overhead_ms": c1_ms - model_c1_ms}  # fmt: skip
+
+
+def test_limit_checks_hold_the_app_to_the_models_own_figures():
+    results = {"limit": {"app": _limit(1200.0, 1450.0, 2.2, 1.95), "granian": _limit(1100.0, 1450.0, 2.3, 1.95, 95.0)}}
+    checks = {c["goal"]: c["pass"] for c in bench.goal_checks(results, budget_ms=500)}
+    assert checks["limit app: HTTP concurrency_32 req/s >= 80% of model-only sentences/s"] is True  # 83 %
+    assert checks["limit granian: HTTP concurrency_32 req/s >= 80% of model-only sentences/s"] is False  # 76 %
+    assert checks["limit app: c=1 HTTP p50 <= model-only p50 + 0.3 ms"] is True  # +0.25 ms
+    assert checks["limit granian: c=1 HTTP p50 <= model-only p50 + 0.3 ms"] is False  # +0.35 ms
+    assert checks["limit granian: concurrency_32 p99 <= 3x p50"] is False  # 3.2x
+
+
+def test_thread_cpu_counts_this_process_threads():
+    import os
+    import threading
+
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)])
+    spinner.start()
+    try:
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            pass
+        cpu = bench.thread_cpu_s(os.getpid())
+    finally:
+        stop.set()
+        spinner.join()
+    assert os.getpid() in cpu and spinner.native_id in cpu  # the main thread's id is the process id
+    assert cpu[os.getpid()] >= 0.1 and cpu[spinner.native_id] > 0

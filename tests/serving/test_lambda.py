@@ -136,6 +136,10 @@ def test_real_runtime_client_on_the_host(tiny_bundle):
             process.kill()
             output = process.communicate(timeout=30)[0]
         assert '"event":"prediction"' in output and '"_aws"' in output
+        # the init figures scripts/lambda_cold_start.py reports: logged once, before the first invocation
+        (init,) = [json.loads(line) for line in output.splitlines() if '"event":"init"' in line]
+        assert init["bundle_load_ms"] > 0 and init["app_ms"] > 0
+        assert output.index('"event":"init"') < output.index('"event":"prediction"')
 
 
 # ---- malformed events: every one answered with a 4xx in the HTTP response shape, none raised to the runtime ----
