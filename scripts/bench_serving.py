@@ -675,7 +675,7 @@ def app_revision() -> dict:
         except (OSError, subprocess.CalledProcessError):
             return None
 
-    served = ("app", "contract")  # the code the server runs
+    served = ("app", "contract", "runtime")  # the code the server runs
     return {"head": git("rev-parse", "HEAD"), "app_last_commit": git("log", "-1", "--format=%h %s", "--", *served),
             "app_uncommitted_changes": bool(git("status", "--porcelain", "--", *served))}  # fmt: skip
 
