@@ -18,6 +18,7 @@ gone) that has not started is never computed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.telemetry import log_event
 from runtime.predictor import Encoded
 
 SMOOTHING = 0.3  # weight of the newest model call in the tokens/s estimate
@@ -177,13 +179,16 @@ class MicroBatcher:
                 done, jobs = jobs, self._take()  # the next call's jobs first: no hop through the event loop
                 if not jobs:
                     self._calls -= 1
-            if not isinstance(result, BaseException):
-                sentences = sum(len(job.encoded.ids) for job in done)
-                self._on_batch(BatchStats(sentences, seconds, [start - job.enqueued_at for job in done]))
             try:
                 done[0].future.get_loop().call_soon_threadsafe(_deliver, done, result)
             except RuntimeError:  # that event loop is closed: nobody waits for these answers any more
                 pass
+            if not isinstance(result, BaseException):
+                sentences = sum(len(job.encoded.ids) for job in done)
+                try:  # metrics must not stop the worker: the jobs it took next would never run
+                    self._on_batch(BatchStats(sentences, seconds, [start - job.enqueued_at for job in done]))
+                except Exception:
+                    log_event("error", level=logging.ERROR, exc_info=True, message="on_batch failed")
 
 
 def _deliver(jobs: list[Job], result: np.ndarray | BaseException) -> None:

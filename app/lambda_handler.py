@@ -31,7 +31,7 @@ settings = Settings.from_env()
 predictor = load_predictor(settings)
 _loaded = time.perf_counter()
 asgi = Mangum(create_app(predictor, settings), lifespan="off")
-# The init figures scripts/lambda_cold_start.py reports beside the emulator's Init Duration (the rest is imports)
+# The init figures scripts/lambda_cold_start.py reports (the rest of a cold start: Python, imports, the first call)
 log_event("init", bundle_load_ms=round((_loaded - _start) * 1000, 1),
           app_ms=round((time.perf_counter() - _loaded) * 1000, 1))  # fmt: skip
 HTTP_KEYS = ("httpMethod", "requestContext", "routeKey", "rawPath")

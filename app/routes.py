@@ -60,7 +60,7 @@ async def predict_post(request: Request) -> Response:
 class PredictLane:
     """POST /predict straight to its endpoint, ahead of Starlette's exception middleware and router and FastAPI's
     request handler: the same endpoint, the same error handlers and the same route in logs and metrics, without
-    that per-request machinery (a third of the event loop's CPU per prediction; docs/serving.md, Benchmark).
+    that per-request machinery (a fifth of the event loop's CPU per prediction; docs/serving.md, Benchmark).
     Everything else, GET /predict too, goes on to FastAPI, which also documents this route (and would serve it
     the same way without the lane)."""
 

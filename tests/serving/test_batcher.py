@@ -114,6 +114,27 @@ def test_a_worker_takes_the_next_queued_work_itself_while_the_event_loop_is_busy
     assert batcher.queued_tokens == 0 and batcher.running_tokens == 0
 
 
+def test_a_failing_on_batch_is_logged_and_the_worker_goes_on(log_lines):
+    model = GatedModel()
+
+    def broken_metrics(stats):
+        raise RuntimeError("metrics broke")
+
+    batcher = MicroBatcher(model, 8, 10_000, 10.0, broken_metrics, 1)
+
+    async def scenario():
+        first = batcher.submit(encoded("yes"))
+        await started(model)
+        second = batcher.submit(encoded("no"))  # queued: the worker takes it after the first call's on_batch
+        model.gate.set()
+        return await asyncio.wait_for(asyncio.gather(first.future, second.future), timeout=10)
+
+    first, second = asyncio.run(scenario())
+    assert first.tolist() == [[0.0, 1.0]] and second.tolist() == [[1.0, 0.0]]
+    errors = log_lines("error")
+    assert len(errors) == 2 and all("metrics broke" in e["exception"] for e in errors)
+
+
 def test_max_batch_splits_calls_and_failures_reach_every_waiter():
     model = GatedModel(open_=True)
     batcher = batcher_for(model, max_batch=2)
